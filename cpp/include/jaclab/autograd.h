@@ -1,0 +1,83 @@
+// Autograd: how a primitive op becomes differentiable.
+//
+// Every primitive is written once, with `make_op(name, inputs, value, jvp_rule, vjp_rule)`:
+//   value    - the forward result, computed by a kernel on plain Arrays;
+//   jvp_rule - (JvpContext) -> output tangent, written in jaclab ops;
+//   vjp_rule - (VjpContext) -> one cotangent per input, written in jaclab ops.
+// Because both rules are jaclab ops, they are themselves recorded/differentiated when needed:
+// that is what gives forward-over-reverse, reverse-over-forward and reverse-over-reverse.
+//
+// Reverse mode: a Node is recorded when grad mode is on and an input has a grad_fn. Nodes hold
+// their inputs (upstream references only, so the graph has no cycles) and the raw output value.
+// Forward mode: tangents are carried on tensors, per jvp level; the jvp rule runs for every level
+// present on the inputs, with the primals stripped of that level and the inner ones.
+// Broadcasting is undone in one place: a cotangent whose shape differs from its input's is
+// summed back (sum_to), and a tangent whose shape differs from the output's is broadcast.
+#pragma once
+#include <functional>
+#include <vector>
+
+#include "jaclab/tensor.h"
+
+namespace jaclab {
+
+struct VjpContext {
+  const std::vector<Tensor>& inputs;  // the op's inputs, as saved at forward time
+  const Tensor& g;                    // cotangent of the output
+  const Array& out_value;             // raw output value
+  const std::vector<bool>& needs;     // needs[i]: input i wants a cotangent
+  bool differentiable;                // rules must build a differentiable result
+  const Tensor& in(size_t i) const { return inputs[i]; }
+  // The output as a tensor. When the result must be differentiable (second order), the output is
+  // recomputed from the inputs by `recompute` so that it carries its own graph and tangents; at
+  // first order the saved value is used as a constant.
+  template <class F>
+  Tensor out(F&& recompute) const {
+    return differentiable ? recompute() : Tensor(out_value);
+  }
+};
+
+struct JvpContext {
+  const std::vector<Tensor>& primals;   // inputs, stripped of this level's tangents
+  const std::vector<Tensor>& tangents;  // tangents at this level (undefined = zero)
+  const Tensor& out;                    // output, stripped likewise (differentiable)
+  const Tensor& in(size_t i) const { return primals[i]; }
+  const Tensor& t(size_t i) const { return tangents[i]; }
+};
+
+using VjpRule = std::function<std::vector<Tensor>(const VjpContext&)>;
+using JvpRule = std::function<Tensor(const JvpContext&)>;
+
+struct Node {
+  const char* name;
+  uint64_t seq;  // creation order: consumers always have a larger seq than producers
+  std::vector<Tensor> inputs;
+  Array out_value;
+  VjpRule vjp;
+};
+
+bool grad_mode();
+class GradModeGuard {
+ public:
+  explicit GradModeGuard(bool enabled);
+  ~GradModeGuard();
+ private:
+  bool prev_;
+};
+
+Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const JvpRule& jvp, VjpRule vjp);
+
+// Reverse-mode sweep: d(sum_k <cotangents[k], outputs[k]>)/d(inputs[i]). Every input must have a
+// grad_fn (see `watch`); propagation stops at the inputs. Unreached inputs get zeros.
+// With create_graph the sweep itself is recorded, so its results can be differentiated again.
+std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& cotangents,
+                             const std::vector<Tensor>& inputs, bool create_graph);
+
+// An alias of x with a fresh identity node: the point a reverse sweep differentiates with respect to.
+Tensor watch(const Tensor& x);
+
+// Levels and tracing depth used by the transforms.
+int new_jvp_level();
+int& reverse_trace_depth();
+
+}  // namespace jaclab

@@ -1,0 +1,44 @@
+// CPU kernels on plain Arrays (no autograd). These loops are the numerical ground truth that
+// any other backend is checked against. GEMM goes to the BLAS (see blas.h).
+#pragma once
+#include "jaclab/array.h"
+
+namespace jaclab::kernels {
+
+enum class Unary {
+  Neg, Exp, Log, Tanh, Sigmoid, Relu, Step, Erf, Gelu, GeluTanh, Softplus, Pow, Sqrt, Square, Abs, Sign,
+  GeluGrad,        // d gelu / dx = Phi(x) + x phi(x)
+  OneMinusSquare,  // 1 - x^2 (tanh' in terms of tanh)
+};
+enum class Binary { Add, Sub, Mul, Div };
+
+void fill(Array& a, double value);
+void copy(const Array& src, Array& dst);  // same shape; dtype may differ; src may be strided
+
+// y = op(x); `param` is the exponent for Pow.
+Array unary(Unary op, const Array& x, double param = 0.0);
+// NumPy broadcasting.
+Array binary(Binary op, const Array& a, const Array& b);
+// y = alpha * x + beta (elementwise, same dtype)
+Array affine(const Array& x, double alpha, double beta);
+
+// Sum over `axes` (normalised, any order); keepdims keeps them as size-1.
+Array sum(const Array& x, const std::vector<int>& axes, bool keepdims);
+// Sum a broadcast result back down to `shape` (the adjoint of broadcasting).
+Array sum_to(const Array& x, const Shape& shape);
+Array max(const Array& x, int axis, bool keepdims);
+
+// NumPy matmul semantics: 1-D operands promoted, batch dims broadcast. Uses BLAS GEMM.
+Array matmul(const Array& a, const Array& b);
+
+Array softmax(const Array& x, int axis);
+Array log_softmax(const Array& x, int axis);
+
+// labels: int64 of any shape; result labels.shape + (num_classes,), in `dtype`.
+Array one_hot(const Array& labels, int64_t num_classes, DType dtype);
+// Causal mask (T, S): 0 where s <= t + (S - T), -inf above; in `dtype`.
+Array causal_mask(int64_t T, int64_t S, DType dtype);
+
+bool all_finite(const Array& x);
+
+}  // namespace jaclab::kernels

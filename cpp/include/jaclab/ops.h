@@ -1,0 +1,70 @@
+// Differentiable ops. Each primitive's forward, JVP and VJP live together in one file under
+// cpp/src/ops/; composites (layer_norm, attention, losses) are written with primitives.
+// Conventions: NumPy broadcasting; axes may be negative; float32/float64 (int64 only for labels).
+#pragma once
+#include <optional>
+#include <vector>
+
+#include "jaclab/tensor.h"
+
+namespace jaclab {
+
+// ---- creation -------------------------------------------------------------------------------
+Tensor scalar_like(const Tensor& like, double value);  // 0-d, same dtype
+Tensor zeros_like(const Tensor& like);
+Tensor full(const Shape& shape, DType dtype, double value);
+
+// ---- elementwise (ops/elementwise.cpp) ------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor neg(const Tensor& x);
+Tensor scale(const Tensor& x, double alpha);  // alpha * x
+Tensor add_scalar(const Tensor& x, double beta);  // x + beta
+Tensor pow(const Tensor& x, double exponent);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor erf(const Tensor& x);
+Tensor gelu(const Tensor& x);       // x * Phi(x), exact erf form
+Tensor gelu_tanh(const Tensor& x);  // tanh approximation
+Tensor softplus(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+
+// ---- reductions and shapes (ops/reduce.cpp, ops/shape.cpp) ---------------------------------
+// axes empty = all axes.
+Tensor sum(const Tensor& x, std::vector<int> axes = {}, bool keepdims = false);
+Tensor mean(const Tensor& x, std::vector<int> axes = {}, bool keepdims = false);
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+Tensor sum_to(const Tensor& x, const Shape& shape);  // adjoint of broadcast_to
+Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1
+Tensor permute(const Tensor& x, const std::vector<int>& perm);
+Tensor transpose(const Tensor& x);  // reverse all axes (NumPy .T)
+Tensor swapaxes(const Tensor& x, int a, int b);
+
+// ---- linear algebra (ops/matmul.cpp) ------------------------------------------------------------
+Tensor matmul(const Tensor& a, const Tensor& b);  // NumPy semantics, batched, broadcasting
+
+// ---- softmax family (ops/softmax.cpp) -------------------------------------------------------
+Tensor softmax(const Tensor& x, int axis = -1);
+Tensor log_softmax(const Tensor& x, int axis = -1);
+
+// ---- composites (ops/nn.cpp) ------------------------------------------------------------------
+// layer_norm over the last axis, biased variance; g, b of shape (d,).
+Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, double eps = 1e-5);
+Tensor rms_norm(const Tensor& x, const Tensor& g, double eps = 1e-6);
+// q, k, v: (B, H, T, dh) (any leading dims); softmax(q k^T / sqrt(dh)) v, optional causal mask.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false);
+// logits (B, C), labels int64 (B,) or probabilities (B, C); mean over the batch.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+Tensor mse(const Tensor& pred, const Tensor& target);  // mean of squared differences
+
+// ---- checks shared by ops -------------------------------------------------------------------
+void require_float(const Tensor& x, const char* op);
+void require_same_dtype(const Tensor& a, const Tensor& b, const char* op);
+
+}  // namespace jaclab

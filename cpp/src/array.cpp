@@ -1,0 +1,197 @@
+#include "jaclab/array.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "jaclab/kernels.h"
+
+namespace jaclab {
+
+std::string Device::str() const {
+  return type == DeviceType::CPU ? std::string("cpu") : str_cat("cuda:", index);
+}
+
+size_t dtype_size(DType d) { return d == DType::Float32 ? 4 : 8; }
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::Float32: return "float32";
+    case DType::Float64: return "float64";
+    case DType::Int64: return "int64";
+  }
+  return "?";
+}
+bool is_float(DType d) { return d != DType::Int64; }
+
+std::string shape_str(const Shape& s) {
+  std::string r = "(";
+  for (size_t i = 0; i < s.size(); ++i) r += std::to_string(s[i]) + (s.size() == 1 ? "," : i + 1 < s.size() ? ", " : "");
+  return r + ")";
+}
+int64_t numel_of(const Shape& s) {
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+Shape contiguous_strides(const Shape& s) {
+  Shape st(s.size());
+  int64_t acc = 1;
+  for (int i = static_cast<int>(s.size()) - 1; i >= 0; --i) {
+    st[i] = acc;
+    acc *= s[i];
+  }
+  return st;
+}
+
+int normalize_axis(int axis, int ndim, const char* op) {
+  int a = axis < 0 ? axis + ndim : axis;
+  if (a < 0 || a >= ndim) throw_value(op, ": axis ", axis, " is out of range for a ", ndim, "-d tensor");
+  return a;
+}
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
+  size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    if (da != db && da != 1 && db != 1)
+      throw_value(op, ": shapes ", shape_str(a), " and ", shape_str(b), " cannot be broadcast together");
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+static void check_rank(const Shape& shape) {
+  if (shape.size() > static_cast<size_t>(kMaxDims))
+    throw_value("jaclab tensors have at most ", kMaxDims, " dimensions, got shape ", shape_str(shape));
+  for (auto d : shape)
+    if (d < 0) throw_value("negative dimension in shape ", shape_str(shape));
+}
+
+Array Array::empty(const Shape& shape, DType dtype) {
+  check_rank(shape);
+  Array a;
+  size_t nbytes = static_cast<size_t>(numel_of(shape)) * dtype_size(dtype);
+  // 64-byte alignment helps the BLAS and vectorised loops.
+  void* p = std::aligned_alloc(64, ((nbytes + 63) / 64) * 64 + 64);
+  if (!p) throw std::bad_alloc();
+  a.storage_ = std::make_shared<Storage>();
+  a.storage_->data = p;
+  a.storage_->nbytes = nbytes;
+  a.storage_->owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  a.shape_ = shape;
+  a.strides_ = contiguous_strides(shape);
+  a.dtype_ = dtype;
+  return a;
+}
+
+Array Array::zeros(const Shape& shape, DType dtype) {
+  Array a = empty(shape, dtype);
+  std::memset(a.raw(), 0, a.numel() * dtype_size(dtype));
+  return a;
+}
+
+Array Array::full(const Shape& shape, DType dtype, double value) {
+  Array a = empty(shape, dtype);
+  kernels::fill(a, value);
+  return a;
+}
+
+Array Array::from_blob(void* data, const Shape& shape, const Shape& strides, DType dtype, Device device,
+                       std::shared_ptr<void> owner) {
+  check_rank(shape);
+  Array a;
+  a.storage_ = std::make_shared<Storage>();
+  a.storage_->data = data;
+  a.storage_->device = device;
+  a.storage_->owner = std::move(owner);
+  a.shape_ = shape;
+  a.strides_ = strides;
+  a.dtype_ = dtype;
+  return a;
+}
+
+int64_t Array::size(int axis) const { return shape_[normalize_axis(axis, ndim(), "size")]; }
+
+bool Array::is_contiguous() const {
+  int64_t acc = 1;
+  for (int i = ndim() - 1; i >= 0; --i) {
+    if (shape_[i] != 1 && strides_[i] != acc) return false;
+    acc *= shape_[i];
+  }
+  return true;
+}
+
+void* Array::raw() const {
+  return static_cast<char*>(storage_->data) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
+}
+
+Array Array::reshape_view(const Shape& shape) const {
+  check_rank(shape);
+  if (numel_of(shape) != numel())
+    throw_value("reshape: cannot reshape a tensor of shape ", shape_str(shape_), " (", numel(),
+                " elements) into shape ", shape_str(shape));
+  Array base = is_contiguous() ? *this : contiguous();
+  base.shape_ = shape;
+  base.strides_ = contiguous_strides(shape);
+  return base;
+}
+
+Array Array::permute_view(const std::vector<int>& perm) const {
+  if (static_cast<int>(perm.size()) != ndim())
+    throw_value("transpose: axes ", perm.size(), " do not match a ", ndim(), "-d tensor");
+  Array r = *this;
+  std::vector<bool> seen(ndim(), false);
+  for (int i = 0; i < ndim(); ++i) {
+    int p = normalize_axis(perm[i], ndim(), "transpose");
+    if (seen[p]) throw_value("transpose: repeated axis in permutation");
+    seen[p] = true;
+    r.shape_[i] = shape_[p];
+    r.strides_[i] = strides_[p];
+  }
+  return r;
+}
+
+Array Array::broadcast_view(const Shape& shape) const {
+  Shape bs = broadcast_shapes(shape_, shape, "broadcast_to");
+  if (bs != shape)
+    throw_value("broadcast_to: cannot broadcast shape ", shape_str(shape_), " to ", shape_str(shape));
+  Array r = *this;
+  size_t off = shape.size() - shape_.size();
+  r.shape_ = shape;
+  r.strides_.assign(shape.size(), 0);
+  for (size_t i = 0; i < shape_.size(); ++i) r.strides_[off + i] = shape_[i] == 1 ? 0 : strides_[i];
+  return r;
+}
+
+Array Array::contiguous() const {
+  if (is_contiguous()) return *this;
+  Array out = empty(shape_, dtype_);
+  kernels::copy(*this, out);
+  return out;
+}
+
+Array Array::clone() const {
+  Array out = empty(shape_, dtype_);
+  kernels::copy(*this, out);
+  return out;
+}
+
+Array Array::astype(DType dtype) const {
+  if (dtype == dtype_) return *this;
+  Array out = empty(shape_, dtype);
+  kernels::copy(*this, out);
+  return out;
+}
+
+double Array::item() const {
+  if (numel() != 1) throw_value("item: tensor of shape ", shape_str(shape_), " has ", numel(), " elements, not 1");
+  switch (dtype_) {
+    case DType::Float32: return *data<float>();
+    case DType::Float64: return *data<double>();
+    case DType::Int64: return static_cast<double>(*data<int64_t>());
+  }
+  return 0;
+}
+
+}  // namespace jaclab

@@ -1,0 +1,206 @@
+#include "jaclab/autograd.h"
+
+#include <algorithm>
+#include <atomic>
+#include <unordered_map>
+
+#include "jaclab/ops.h"
+
+namespace jaclab {
+
+// ---- Tensor ---------------------------------------------------------------------------------
+Tensor::Tensor(Array value) : impl_(std::make_shared<TensorImpl>()) { impl_->value = std::move(value); }
+
+Tensor Tensor::tangent(int level) const {
+  for (auto& [l, t] : impl_->tangents)
+    if (l == level) return t;
+  return Tensor();
+}
+
+Tensor Tensor::with_tangent(int level, const Tensor& t) const {
+  Tensor r;
+  r.impl_ = std::make_shared<TensorImpl>(*impl_);
+  auto& ts = r.impl_->tangents;
+  ts.erase(std::remove_if(ts.begin(), ts.end(), [&](auto& p) { return p.first == level; }), ts.end());
+  if (t.defined()) {
+    ts.emplace_back(level, t);
+    std::sort(ts.begin(), ts.end(), [](auto& a, auto& b) { return a.first < b.first; });
+  }
+  return r;
+}
+
+Tensor Tensor::strip_levels_from(int level) const {
+  if (max_level() < level) return *this;
+  Tensor r;
+  r.impl_ = std::make_shared<TensorImpl>();
+  r.impl_->value = impl_->value;
+  r.impl_->grad_fn = impl_->grad_fn;
+  for (auto& p : impl_->tangents)
+    if (p.first < level) r.impl_->tangents.push_back(p);
+  return r;
+}
+
+std::string describe(const Tensor& t) {
+  if (!t.defined()) return "undefined tensor";
+  return str_cat(dtype_name(t.dtype()), " tensor of shape ", shape_str(t.shape()));
+}
+
+// ---- modes ----------------------------------------------------------------------------------
+namespace {
+thread_local bool t_grad_mode = true;
+thread_local int t_reverse_depth = 0;
+std::atomic<uint64_t> g_seq{0};
+std::atomic<int> g_level{0};
+}  // namespace
+
+bool grad_mode() { return t_grad_mode; }
+GradModeGuard::GradModeGuard(bool enabled) : prev_(t_grad_mode) { t_grad_mode = enabled; }
+GradModeGuard::~GradModeGuard() { t_grad_mode = prev_; }
+int new_jvp_level() { return ++g_level; }
+int& reverse_trace_depth() { return t_reverse_depth; }
+
+// ---- make_op --------------------------------------------------------------------------------
+Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const JvpRule& jvp, VjpRule vjp) {
+  bool record = false;
+  if (t_grad_mode)
+    for (auto& x : inputs) record |= x.requires_grad();
+  bool any_tangent = false;
+  for (auto& x : inputs) any_tangent |= x.has_tangents();
+
+  Tensor out(value);
+  if (record) {
+    auto node = std::make_shared<Node>();
+    node->name = name;
+    node->seq = ++g_seq;
+    node->out_value = value;
+    node->vjp = std::move(vjp);
+    node->inputs = inputs;
+    out.impl()->grad_fn = std::move(node);
+  }
+  if (!any_tangent) return out;
+
+  // Forward mode: one pass of the jvp rule per level present on the inputs, outermost first.
+  std::vector<int> levels;
+  for (auto& x : inputs)
+    for (auto& p : x.tangents()) levels.push_back(p.first);
+  std::sort(levels.begin(), levels.end());
+  levels.erase(std::unique(levels.begin(), levels.end()), levels.end());
+  std::vector<Tensor> primals(inputs.size()), tans(inputs.size());
+  for (int level : levels) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      primals[i] = inputs[i].strip_levels_from(level);
+      tans[i] = inputs[i].tangent(level);
+    }
+    Tensor out_l = out.strip_levels_from(level);  // carries the outer levels computed so far
+    Tensor t = jvp(JvpContext{primals, tans, out_l});
+    if (!t.defined()) continue;
+    if (t.shape() != out.shape()) t = broadcast_to(t, out.shape());
+    out.impl()->tangents.emplace_back(level, std::move(t));
+  }
+  return out;
+}
+
+Tensor watch(const Tensor& x) {
+  // An identity node, always recorded: its input keeps the link to any outer graph of x.
+  auto node = std::make_shared<Node>();
+  node->name = "input";
+  node->seq = ++g_seq;
+  node->inputs = {x};
+  node->out_value = x.value();
+  node->vjp = [](const VjpContext& c) { return std::vector<Tensor>{c.g}; };
+  Tensor out(x.value());
+  out.impl()->grad_fn = std::move(node);
+  out.impl()->tangents = x.tangents();
+  return out;
+}
+
+// ---- backward -------------------------------------------------------------------------------
+std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& cotangents,
+                             const std::vector<Tensor>& inputs, bool create_graph) {
+  GradModeGuard mode(create_graph);
+  std::unordered_map<Node*, std::vector<size_t>> target_of;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!inputs[i].requires_grad()) throw ValueError("backward: every input must be watched (have a grad_fn)");
+    target_of[inputs[i].grad_fn().get()].push_back(i);
+  }
+  // Collect the nodes between outputs and targets: `needed` = some target is reachable from it.
+  std::unordered_map<Node*, bool> needed;
+  std::vector<std::pair<Node*, size_t>> stack;
+  for (auto& y : outputs)
+    if (y.requires_grad() && !needed.count(y.grad_fn().get())) {
+      stack.emplace_back(y.grad_fn().get(), 0);
+      needed[y.grad_fn().get()] = false;
+    }
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (target_of.count(node)) {
+      needed[node] = true;
+      stack.pop_back();
+      continue;
+    }
+    if (next < node->inputs.size()) {
+      Node* child = node->inputs[next++].grad_fn().get();
+      if (child && !needed.count(child)) {
+        needed[child] = false;
+        stack.emplace_back(child, 0);
+      }
+      continue;
+    }
+    bool any = false;
+    for (auto& x : node->inputs)
+      if (x.grad_fn()) any |= needed[x.grad_fn().get()];
+    needed[node] = any;
+    stack.pop_back();
+  }
+  std::vector<Node*> order;
+  for (auto& [n, need] : needed)
+    if (need) order.push_back(n);
+  std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->seq > b->seq; });
+
+  std::unordered_map<Node*, Tensor> acc;
+  auto accumulate = [&](Node* n, const Tensor& g) {
+    Tensor& slot = acc[n];
+    slot = slot.defined() ? add(slot, g) : g;
+  };
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    auto& y = outputs[k];
+    auto& ct = cotangents[k];
+    if (ct.shape() != y.shape() || ct.dtype() != y.dtype())
+      throw_value("vjp: cotangent ", k, " is a ", describe(ct), " but the output is a ", describe(y));
+    if (y.requires_grad() && needed[y.grad_fn().get()]) accumulate(y.grad_fn().get(), ct);
+  }
+
+  std::vector<Tensor> result(inputs.size());
+  std::vector<bool> needs;
+  for (Node* node : order) {
+    auto it = acc.find(node);
+    if (it == acc.end()) continue;
+    Tensor g = std::move(it->second);
+    acc.erase(it);
+    auto tgt = target_of.find(node);
+    if (tgt != target_of.end()) {
+      for (size_t i : tgt->second) result[i] = g;
+      continue;
+    }
+    needs.assign(node->inputs.size(), false);
+    bool any_tangent = g.has_tangents();
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      auto& x = node->inputs[i];
+      needs[i] = x.grad_fn() && needed[x.grad_fn().get()];
+      any_tangent |= x.has_tangents();
+    }
+    VjpContext ctx{node->inputs, g, node->out_value, needs, create_graph || any_tangent};
+    std::vector<Tensor> grads = node->vjp(ctx);
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      if (!needs[i] || i >= grads.size() || !grads[i].defined()) continue;
+      const Tensor& x = node->inputs[i];
+      Tensor gi = grads[i].shape() == x.shape() ? grads[i] : sum_to(grads[i], x.shape());
+      accumulate(x.grad_fn().get(), gi);
+    }
+  }
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (!result[i].defined()) result[i] = Tensor(Array::zeros(inputs[i].shape(), inputs[i].dtype()));
+  return result;
+}
+
+}  // namespace jaclab

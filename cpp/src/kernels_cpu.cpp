@@ -1,0 +1,525 @@
+// CPU kernels. Shape legend: arrays are padded on the left to 4 dims (i0, i1, i2, i3) so that one
+// loop nest serves every rank; the innermost index i3 is the fastest-moving.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "jaclab/blas.h"
+#include "jaclab/kernels.h"
+
+namespace jaclab::kernels {
+namespace {
+
+constexpr double kSqrt1_2 = 0.70710678118654752440;
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+
+struct Dims4 {
+  int64_t n[4];
+  int64_t s[4];
+};
+
+// Pad shape/strides to 4 dims; broadcast dims (size 1 or padded) get stride 0 when `out` is given.
+Dims4 pad4(const Shape& shape, const Shape& strides, const Shape& out_shape) {
+  Dims4 d;
+  int off = 4 - static_cast<int>(out_shape.size());
+  int off_in = static_cast<int>(out_shape.size() - shape.size());
+  for (int i = 0; i < 4; ++i) {
+    d.n[i] = i < off ? 1 : out_shape[i - off];
+    int j = i - off - off_in;  // index into the input's dims
+    d.s[i] = (j < 0 || shape[j] == 1) ? 0 : strides[j];
+  }
+  return d;
+}
+
+template <class F>
+void dispatch_float(DType dt, F&& f) {
+  if (dt == DType::Float32) f(float{});
+  else if (dt == DType::Float64) f(double{});
+  else throw_type("expected a float32 or float64 tensor, got ", dtype_name(dt));
+}
+
+template <class F>
+void dispatch_all(DType dt, F&& f) {
+  if (dt == DType::Float32) f(float{});
+  else if (dt == DType::Float64) f(double{});
+  else f(int64_t{});
+}
+
+template <class Out, class In>
+void copy_typed(const Array& src, Array& dst) {
+  const In* x = src.data<In>();
+  Out* y = dst.data<Out>();
+  if (src.is_contiguous() && dst.is_contiguous()) {
+    int64_t n = src.numel();
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<Out>(x[i]);
+    return;
+  }
+  Dims4 a = pad4(src.shape(), src.strides(), dst.shape());
+  Dims4 b = pad4(dst.shape(), dst.strides(), dst.shape());
+  for (int64_t i0 = 0; i0 < a.n[0]; ++i0)
+    for (int64_t i1 = 0; i1 < a.n[1]; ++i1)
+      for (int64_t i2 = 0; i2 < a.n[2]; ++i2) {
+        const In* xp = x + i0 * a.s[0] + i1 * a.s[1] + i2 * a.s[2];
+        Out* yp = y + i0 * b.s[0] + i1 * b.s[1] + i2 * b.s[2];
+        for (int64_t i3 = 0; i3 < a.n[3]; ++i3) yp[i3 * b.s[3]] = static_cast<Out>(xp[i3 * a.s[3]]);
+      }
+}
+
+template <class T>
+inline T apply_unary(Unary op, T x, T p) {
+  switch (op) {
+    case Unary::Neg: return -x;
+    case Unary::Exp: return std::exp(x);
+    case Unary::Log: return std::log(x);
+    case Unary::Tanh: return std::tanh(x);
+    case Unary::Sigmoid: return x >= 0 ? T(1) / (T(1) + std::exp(-x)) : std::exp(x) / (T(1) + std::exp(x));
+    case Unary::Relu: return x > 0 ? x : T(0);
+    case Unary::Step: return x > 0 ? T(1) : T(0);  // relu'(0) := 0 (subgradient choice)
+    case Unary::Erf: return std::erf(x);
+    case Unary::Gelu: return T(0.5) * x * (T(1) + std::erf(x * T(kSqrt1_2)));
+    case Unary::GeluTanh: return T(0.5) * x * (T(1) + std::tanh(T(kSqrt2OverPi) * (x + T(0.044715) * x * x * x)));
+    case Unary::Softplus: return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
+    case Unary::Pow: return p == T(2) ? x * x : std::pow(x, p);
+    case Unary::Sqrt: return std::sqrt(x);
+    case Unary::Square: return x * x;
+    case Unary::Abs: return std::abs(x);
+    case Unary::Sign: return x > 0 ? T(1) : x < 0 ? T(-1) : T(0);
+    case Unary::GeluGrad:
+      return T(0.5) * (T(1) + std::erf(x * T(kSqrt1_2))) + x * T(kInvSqrt2Pi) * std::exp(T(-0.5) * x * x);
+    case Unary::OneMinusSquare: return T(1) - x * x;
+  }
+  return x;
+}
+
+template <class T, class F>
+void unary_loop(const T* __restrict x, T* __restrict y, int64_t n, F f) {
+  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
+template <class T>
+void unary_typed(Unary op, const T* x, T* y, int64_t n, T p) {
+  // Hot ops get their own loop so the compiler can vectorise them.
+  switch (op) {
+    case Unary::Neg: return unary_loop(x, y, n, [](T v) { return -v; });
+    case Unary::Tanh: return unary_loop(x, y, n, [](T v) { return std::tanh(v); });
+    case Unary::Exp: return unary_loop(x, y, n, [](T v) { return std::exp(v); });
+    case Unary::Relu: return unary_loop(x, y, n, [](T v) { return v > 0 ? v : T(0); });
+    case Unary::Square: return unary_loop(x, y, n, [](T v) { return v * v; });
+    case Unary::OneMinusSquare: return unary_loop(x, y, n, [](T v) { return T(1) - v * v; });
+    default: return unary_loop(x, y, n, [op, p](T v) { return apply_unary<T>(op, v, p); });
+  }
+}
+
+template <class T>
+inline T apply_binary(Binary op, T a, T b) {
+  switch (op) {
+    case Binary::Add: return a + b;
+    case Binary::Sub: return a - b;
+    case Binary::Mul: return a * b;
+    case Binary::Div: return a / b;
+  }
+  return a;
+}
+
+template <class T, class F>
+void binary_loops(const Array& A, const Array& B, Array& out, F f) {
+  const T* a = A.data<T>();
+  const T* b = B.data<T>();
+  T* y = out.data<T>();
+  int64_t n = out.numel();
+  if (A.shape() == B.shape() && A.is_contiguous() && B.is_contiguous()) {
+    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+    return;
+  }
+  if (B.numel() == 1 && A.is_contiguous() && A.shape() == out.shape()) {
+    const T s = *b;
+    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], s);
+    return;
+  }
+  if (A.numel() == 1 && B.is_contiguous() && B.shape() == out.shape()) {
+    const T s = *a;
+    for (int64_t i = 0; i < n; ++i) y[i] = f(s, b[i]);
+    return;
+  }
+  Dims4 da = pad4(A.shape(), A.strides(), out.shape());
+  Dims4 db = pad4(B.shape(), B.strides(), out.shape());
+  int64_t k = 0;
+  for (int64_t i0 = 0; i0 < da.n[0]; ++i0)
+    for (int64_t i1 = 0; i1 < da.n[1]; ++i1)
+      for (int64_t i2 = 0; i2 < da.n[2]; ++i2) {
+        const T* ap = a + i0 * da.s[0] + i1 * da.s[1] + i2 * da.s[2];
+        const T* bp = b + i0 * db.s[0] + i1 * db.s[1] + i2 * db.s[2];
+        const int64_t sa = da.s[3], sb = db.s[3], n3 = da.n[3];
+        if (sa == 1 && sb == 1)
+          for (int64_t i3 = 0; i3 < n3; ++i3) y[k + i3] = f(ap[i3], bp[i3]);
+        else if (sa == 1 && sb == 0)
+          for (int64_t i3 = 0; i3 < n3; ++i3) y[k + i3] = f(ap[i3], *bp);
+        else if (sa == 0 && sb == 1)
+          for (int64_t i3 = 0; i3 < n3; ++i3) y[k + i3] = f(*ap, bp[i3]);
+        else
+          for (int64_t i3 = 0; i3 < n3; ++i3) y[k + i3] = f(ap[i3 * sa], bp[i3 * sb]);
+        k += n3;
+      }
+}
+
+void require_float(const Array& x, const char* op) {
+  if (!is_float(x.dtype())) throw_type(op, ": expected a float32 or float64 tensor, got ", dtype_name(x.dtype()));
+}
+
+}  // namespace
+
+void fill(Array& a, double value) {
+  int64_t n = a.numel();
+  dispatch_all(a.dtype(), [&](auto z) {
+    using T = decltype(z);
+    T* p = a.data<T>();
+    std::fill(p, p + n, static_cast<T>(value));
+  });
+}
+
+void copy(const Array& src, Array& dst) {
+  if (src.shape() != dst.shape()) throw_value("copy: shape ", shape_str(src.shape()), " vs ", shape_str(dst.shape()));
+  dispatch_all(dst.dtype(), [&](auto zo) {
+    dispatch_all(src.dtype(), [&](auto zi) { copy_typed<decltype(zo), decltype(zi)>(src, dst); });
+  });
+}
+
+Array unary(Unary op, const Array& x, double param) {
+  require_float(x, "unary op");
+  Array xc = x.contiguous();
+  Array y = Array::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    unary_typed<T>(op, xc.data<T>(), y.data<T>(), xc.numel(), static_cast<T>(param));
+  });
+  return y;
+}
+
+Array binary(Binary op, const Array& a, const Array& b) {
+  if (a.dtype() != b.dtype())
+    throw_type("binary op: dtype mismatch, ", dtype_name(a.dtype()), " vs ", dtype_name(b.dtype()));
+  require_float(a, "binary op");
+  Shape out_shape = broadcast_shapes(a.shape(), b.shape(), "binary op");
+  Array y = Array::empty(out_shape, a.dtype());
+  dispatch_float(a.dtype(), [&](auto z) {
+    using T = decltype(z);
+    switch (op) {
+      case Binary::Add: return binary_loops<T>(a, b, y, [](T u, T v) { return u + v; });
+      case Binary::Sub: return binary_loops<T>(a, b, y, [](T u, T v) { return u - v; });
+      case Binary::Mul: return binary_loops<T>(a, b, y, [](T u, T v) { return u * v; });
+      case Binary::Div: return binary_loops<T>(a, b, y, [](T u, T v) { return u / v; });
+    }
+  });
+  return y;
+}
+
+Array affine(const Array& x, double alpha, double beta) {
+  require_float(x, "affine");
+  Array xc = x.contiguous();
+  Array y = Array::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
+    unary_loop(xc.data<T>(), y.data<T>(), xc.numel(), [al, be](T v) { return al * v + be; });
+  });
+  return y;
+}
+
+Array sum(const Array& x, const std::vector<int>& axes, bool keepdims) {
+  require_float(x, "sum");
+  std::vector<bool> red(x.ndim(), false);
+  for (int a : axes) red[normalize_axis(a, x.ndim(), "sum")] = true;
+  Shape kshape = x.shape();
+  for (int i = 0; i < x.ndim(); ++i)
+    if (red[i]) kshape[i] = 1;
+  Array out = Array::zeros(kshape, x.dtype());
+  Shape ostr = contiguous_strides(kshape);
+  for (int i = 0; i < x.ndim(); ++i)
+    if (red[i]) ostr[i] = 0;
+  Dims4 dx = pad4(x.shape(), x.strides(), x.shape());
+  Dims4 dout = pad4(x.shape(), ostr, x.shape());
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* xp0 = x.data<T>();
+    T* op0 = out.data<T>();
+    for (int64_t i0 = 0; i0 < dx.n[0]; ++i0)
+      for (int64_t i1 = 0; i1 < dx.n[1]; ++i1)
+        for (int64_t i2 = 0; i2 < dx.n[2]; ++i2) {
+          const T* xp = xp0 + i0 * dx.s[0] + i1 * dx.s[1] + i2 * dx.s[2];
+          T* op = op0 + i0 * dout.s[0] + i1 * dout.s[1] + i2 * dout.s[2];
+          const int64_t n3 = dx.n[3], sx = dx.s[3], so = dout.s[3];
+          if (so == 0) {
+            double acc = 0;  // accumulate a row in double: float32 sums stay accurate
+            for (int64_t i3 = 0; i3 < n3; ++i3) acc += xp[i3 * sx];
+            *op += static_cast<T>(acc);
+          } else {
+            for (int64_t i3 = 0; i3 < n3; ++i3) op[i3 * so] += xp[i3 * sx];
+          }
+        }
+  });
+  if (keepdims) return out;
+  Shape s;
+  for (int i = 0; i < x.ndim(); ++i)
+    if (!red[i]) s.push_back(x.shape()[i]);
+  return out.reshape_view(s);
+}
+
+Array sum_to(const Array& x, const Shape& shape) {
+  if (x.shape() == shape) return x;
+  if (shape.size() > x.shape().size())
+    throw_value("sum_to: cannot reduce shape ", shape_str(x.shape()), " to ", shape_str(shape));
+  std::vector<int> axes;
+  size_t lead = x.shape().size() - shape.size();
+  for (size_t i = 0; i < x.shape().size(); ++i) {
+    if (i < lead) axes.push_back(static_cast<int>(i));
+    else if (shape[i - lead] == 1 && x.shape()[i] != 1) axes.push_back(static_cast<int>(i));
+    else if (shape[i - lead] != x.shape()[i])
+      throw_value("sum_to: cannot reduce shape ", shape_str(x.shape()), " to ", shape_str(shape));
+  }
+  return sum(x, axes, true).reshape_view(shape);
+}
+
+Array max(const Array& x, int axis, bool keepdims) {
+  require_float(x, "max");
+  int ax = normalize_axis(axis, x.ndim(), "max");
+  std::vector<int> perm;
+  for (int i = 0; i < x.ndim(); ++i)
+    if (i != ax) perm.push_back(i);
+  perm.push_back(ax);
+  Array xt = x.permute_view(perm).contiguous();
+  int64_t n = x.shape()[ax], rows = n ? xt.numel() / n : 0;
+  Shape ks = x.shape();
+  ks[ax] = 1;
+  Array out = Array::empty(ks, x.dtype());
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* p = xt.data<T>();
+    T* o = out.data<T>();
+    for (int64_t r = 0; r < rows; ++r) {
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < n; ++j) m = std::max(m, p[r * n + j]);
+      o[r] = m;
+    }
+  });
+  if (keepdims) return out;
+  Shape s = x.shape();
+  s.erase(s.begin() + ax);
+  return out.reshape_view(s);
+}
+
+// ---- matmul -------------------------------------------------------------------------------
+namespace {
+
+// How BLAS should read a 2-D slice of `a` with logical shape (rows, cols).
+struct MatLayout {
+  bool ok;
+  CBLAS_TRANSPOSE trans;
+  int64_t ld;
+};
+
+MatLayout blas_layout(const Array& a) {
+  int nd = a.ndim();
+  int64_t rows = a.shape()[nd - 2], cols = a.shape()[nd - 1];
+  int64_t rs = a.strides()[nd - 2], cs = a.strides()[nd - 1];
+  if ((cs == 1 || cols == 1) && (rs >= std::max<int64_t>(cols, 1) || rows == 1))
+    return {true, CblasNoTrans, std::max<int64_t>(rows == 1 ? cols : rs, 1)};
+  if ((rs == 1 || rows == 1) && (cs >= std::max<int64_t>(rows, 1) || cols == 1))
+    return {true, CblasTrans, std::max<int64_t>(cols == 1 ? rows : cs, 1)};
+  return {false, CblasNoTrans, 0};
+}
+
+template <class T>
+void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T* C, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>)
+    JL_CBLAS(sgemm)(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+  else
+    JL_CBLAS(dgemm)(CblasRowMajor, ta, tb, M, N, K, 1.0, A, lda, B, ldb, 0.0, C, ldc);
+}
+
+}  // namespace
+
+Array matmul(const Array& a_in, const Array& b_in) {
+  if (a_in.dtype() != b_in.dtype())
+    throw_type("matmul: dtype mismatch, ", dtype_name(a_in.dtype()), " vs ", dtype_name(b_in.dtype()));
+  require_float(a_in, "matmul");
+  if (a_in.ndim() == 0 || b_in.ndim() == 0) throw_value("matmul: operands must be at least 1-d, got 0-d");
+  // Promote 1-D operands as NumPy does; the promoted dims are dropped from the result.
+  Array a = a_in.ndim() == 1 ? a_in.reshape_view({1, a_in.shape()[0]}) : a_in;
+  Array b = b_in.ndim() == 1 ? b_in.reshape_view({b_in.shape()[0], 1}) : b_in;
+  int64_t M = a.shape()[a.ndim() - 2], K = a.shape()[a.ndim() - 1];
+  int64_t K2 = b.shape()[b.ndim() - 2], N = b.shape()[b.ndim() - 1];
+  if (K != K2)
+    throw_value("matmul: shapes ", shape_str(a_in.shape()), " and ", shape_str(b_in.shape()),
+                " are not aligned (", K, " != ", K2, ")");
+  Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+  Shape batch = broadcast_shapes(ba, bb, "matmul (batch dims)");
+  Shape out_shape = batch;
+  out_shape.push_back(M);
+  out_shape.push_back(N);
+  Shape final_shape = batch;
+  if (a_in.ndim() > 1) final_shape.push_back(M);
+  if (b_in.ndim() > 1) final_shape.push_back(N);
+  if (out_shape.size() > static_cast<size_t>(kMaxDims) + 1)
+    throw_value("matmul: result would have more than ", kMaxDims, " dims");
+
+  // Fast path: (..., M, K) @ (K, N) with a row-contiguous `a` is one GEMM of (batch*M, K) @ (K, N).
+  int64_t nbatch = numel_of(batch);
+  if (numel_of(bb) == 1 && nbatch > 1 && a.is_contiguous() && static_cast<int64_t>(numel_of(ba)) == nbatch) {
+    Array a2 = a.reshape_view({nbatch * M, K});
+    Array b2 = b.reshape_view({K, N});
+    if (b.ndim() > 2) b2 = b.contiguous().reshape_view({K, N});
+    return matmul(a2, b2).reshape_view(final_shape);
+  }
+
+  Array out = Array::empty(out_shape, a.dtype());
+  if (M == 0 || N == 0) return out.reshape_view(final_shape);
+  if (K == 0) {
+    fill(out, 0.0);
+    return out.reshape_view(final_shape);
+  }
+  MatLayout la = blas_layout(a), lb = blas_layout(b);
+  if (!la.ok) { a = a.contiguous(); la = blas_layout(a); }
+  if (!lb.ok) { b = b.contiguous(); lb = blas_layout(b); }
+  // Broadcast strides over the (padded) batch dims.
+  int nb = static_cast<int>(batch.size());
+  std::vector<int64_t> sa(nb, 0), sb(nb, 0);
+  for (int i = 0; i < nb; ++i) {
+    int ia = i - (nb - static_cast<int>(ba.size())), ib = i - (nb - static_cast<int>(bb.size()));
+    if (ia >= 0 && ba[ia] != 1) sa[i] = a.strides()[ia];
+    if (ib >= 0 && bb[ib] != 1) sb[i] = b.strides()[ib];
+  }
+  dispatch_float(a.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* A = a.data<T>();
+    const T* B = b.data<T>();
+    T* C = out.data<T>();
+    std::vector<int64_t> idx(nb, 0);
+    for (int64_t t = 0; t < nbatch; ++t) {
+      int64_t oa = 0, ob = 0;
+      for (int i = 0; i < nb; ++i) { oa += idx[i] * sa[i]; ob += idx[i] * sb[i]; }
+      gemm<T>(la.trans, lb.trans, M, N, K, A + oa, la.ld, B + ob, lb.ld, C + t * M * N, N);
+      for (int i = nb - 1; i >= 0; --i) {
+        if (++idx[i] < batch[i]) break;
+        idx[i] = 0;
+      }
+    }
+  });
+  return out.reshape_view(final_shape);
+}
+
+// ---- softmax ------------------------------------------------------------------------------
+namespace {
+template <class F>
+Array along_last_axis(const Array& x, int axis, const char* op, F&& rows_fn) {
+  require_float(x, op);
+  if (x.ndim() == 0) throw_value(op, ": needs at least a 1-d tensor");
+  int ax = normalize_axis(axis, x.ndim(), op);
+  std::vector<int> perm;
+  for (int i = 0; i < x.ndim(); ++i)
+    if (i != ax) perm.push_back(i);
+  perm.push_back(ax);
+  Array xt = x.permute_view(perm).contiguous();
+  Array yt = Array::empty(xt.shape(), x.dtype());
+  int64_t n = x.shape()[ax], rows = n ? xt.numel() / n : 0;
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    rows_fn(xt.data<T>(), yt.data<T>(), rows, n);
+  });
+  if (ax == x.ndim() - 1) return yt;
+  std::vector<int> inv(x.ndim());
+  for (int i = 0; i < x.ndim(); ++i) inv[perm[i]] = i;
+  return yt.permute_view(inv).contiguous();
+}
+}  // namespace
+
+Array softmax(const Array& x, int axis) {
+  return along_last_axis(x, axis, "softmax", [](auto* p, auto* y, int64_t rows, int64_t n) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = p + r * n;
+      T* yr = y + r * n;
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
+      if (std::isinf(m) && m < 0) m = 0;  // fully masked row: avoid inf - inf
+      T s = 0;
+      for (int64_t j = 0; j < n; ++j) s += (yr[j] = std::exp(xr[j] - m));
+      const T inv = T(1) / s;
+      for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+    }
+  });
+}
+
+Array log_softmax(const Array& x, int axis) {
+  return along_last_axis(x, axis, "log_softmax", [](auto* p, auto* y, int64_t rows, int64_t n) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = p + r * n;
+      T* yr = y + r * n;
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
+      if (std::isinf(m) && m < 0) m = 0;
+      double s = 0;
+      for (int64_t j = 0; j < n; ++j) s += std::exp(static_cast<double>(xr[j] - m));
+      const T lse = m + static_cast<T>(std::log(s));
+      for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - lse;
+    }
+  });
+}
+
+Array one_hot(const Array& labels, int64_t num_classes, DType dtype) {
+  if (labels.dtype() != DType::Int64) throw_type("one_hot: labels must be int64, got ", dtype_name(labels.dtype()));
+  Array lc = labels.contiguous();
+  Shape s = labels.shape();
+  s.push_back(num_classes);
+  Array out = Array::zeros(s, dtype);
+  const int64_t* l = lc.data<int64_t>();
+  int64_t n = lc.numel();
+  for (int64_t i = 0; i < n; ++i)
+    if (l[i] < 0 || l[i] >= num_classes)
+      throw_value("cross_entropy: label ", l[i], " at position ", i, " is outside [0, ", num_classes, ")");
+  dispatch_float(dtype, [&](auto z) {
+    using T = decltype(z);
+    T* o = out.data<T>();
+    for (int64_t i = 0; i < n; ++i) o[i * num_classes + l[i]] = T(1);
+  });
+  return out;
+}
+
+Array causal_mask(int64_t T_, int64_t S, DType dtype) {
+  Array m = Array::empty({T_, S}, dtype);
+  dispatch_float(dtype, [&](auto z) {
+    using T = decltype(z);
+    T* p = m.data<T>();
+    for (int64_t t = 0; t < T_; ++t)
+      for (int64_t s = 0; s < S; ++s) p[t * S + s] = s <= t + (S - T_) ? T(0) : -std::numeric_limits<T>::infinity();
+  });
+  return m;
+}
+
+bool all_finite(const Array& x) {
+  if (!is_float(x.dtype())) return true;
+  Array xc = x.contiguous();
+  bool ok = true;
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T* p = xc.data<T>();
+    for (int64_t i = 0, n = xc.numel(); i < n; ++i) ok &= std::isfinite(p[i]);
+  });
+  return ok;
+}
+
+}  // namespace jaclab::kernels
+
+namespace jaclab::blas {
+int num_threads() { return scipy_openblas_get_num_threads(); }
+void set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
+const char* name() {
+  static std::string s = std::string("scipy-openblas32 (") + scipy_openblas_get_config() + ", core " +
+                         scipy_openblas_get_corename() + ")";
+  return s.c_str();
+}
+}  // namespace jaclab::blas

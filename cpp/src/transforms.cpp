@@ -1,0 +1,86 @@
+#include "jaclab/transforms.h"
+
+#include "jaclab/autograd.h"
+#include "jaclab/kernels.h"
+#include "jaclab/ops.h"
+
+namespace jaclab {
+
+void check_like(const TensorList& expected, const TensorList& given, const char* what) {
+  if (expected.size() != given.size())
+    throw_value("expected ", expected.size(), " ", what, "s, got ", given.size());
+  for (size_t i = 0; i < given.size(); ++i) {
+    if (!given[i].defined()) throw_value(what, " ", i, " is undefined");
+    if (given[i].shape() != expected[i].shape() || given[i].dtype() != expected[i].dtype())
+      throw_value(what, " ", i, " is a ", describe(given[i]), " but must match the ", describe(expected[i]));
+  }
+}
+
+JvpResult jvp(const Fn& f, const TensorList& primals, const TensorList& tangents) {
+  check_like(primals, tangents, "tangent");
+  for (size_t i = 0; i < primals.size(); ++i) {
+    require_float(primals[i], "jvp");
+    if (!kernels::all_finite(tangents[i].value()))
+      throw_value("jvp: tangent ", i, " (", describe(tangents[i]), ") contains NaN or Inf");
+  }
+  const int level = new_jvp_level();
+  TensorList duals(primals.size());
+  for (size_t i = 0; i < primals.size(); ++i) duals[i] = primals[i].with_tangent(level, tangents[i]);
+  TensorList out = f(duals);
+  JvpResult r;
+  for (auto& y : out) {
+    if (!y.defined()) throw_value("jvp: the function returned an undefined tensor");
+    Tensor t = y.tangent(level);
+    r.tangents.push_back(t.defined() ? t : zeros_like(y));
+    r.out.push_back(y.strip_levels_from(level));
+  }
+  return r;
+}
+
+namespace {
+struct ReverseTrace {  // marks "a reverse sweep will differentiate what runs now"
+  ReverseTrace() { ++reverse_trace_depth(); }
+  ~ReverseTrace() { --reverse_trace_depth(); }
+};
+}  // namespace
+
+TensorList VjpFunction::operator()(const TensorList& cotangents) const {
+  check_like(outputs_, cotangents, "cotangent");
+  // Record the sweep only when someone outside may differentiate it.
+  bool create_graph = reverse_trace_depth() > 0;
+  for (auto& c : cotangents) create_graph |= c.requires_grad();
+  return backward(outputs_, cotangents, inputs_, create_graph);
+}
+
+VjpResult vjp(const Fn& f, const TensorList& primals) {
+  TensorList watched(primals.size());
+  for (size_t i = 0; i < primals.size(); ++i) {
+    require_float(primals[i], "vjp");
+    watched[i] = watch(primals[i]);
+  }
+  TensorList out;
+  {
+    ReverseTrace trace;
+    out = f(watched);
+  }
+  for (auto& y : out)
+    if (!y.defined()) throw_value("vjp: the function returned an undefined tensor");
+  return VjpResult{out, VjpFunction(out, watched)};
+}
+
+ValueAndGrad value_and_grad(const Fn& f, const TensorList& primals) {
+  VjpResult r = vjp(f, primals);
+  if (r.out.size() != 1 || r.out[0].numel() != 1 || r.out[0].ndim() != 0)
+    throw_value("grad: the function must return a single scalar (0-d) tensor, got ",
+                r.out.size() == 1 ? describe(r.out[0]) : str_cat(r.out.size(), " outputs"));
+  return {r.out[0], r.pullback({scalar_like(r.out[0], 1.0)})};
+}
+
+TensorList grad(const Fn& f, const TensorList& primals) { return value_and_grad(f, primals).grads; }
+
+TensorList hvp(const Fn& f, const TensorList& primals, const TensorList& tangents) {
+  Fn g = [&f](const TensorList& x) { return grad(f, x); };
+  return jvp(g, primals, tangents).tangents;
+}
+
+}  // namespace jaclab

@@ -1,0 +1,98 @@
+// The _core extension: Tensor, ops and transforms. Thin: conversions and argument handling only.
+#include <pybind11/functional.h>
+
+#include "common.h"
+#include "jaclab/autograd.h"
+#include "jaclab/blas.h"
+#include "jaclab/kernels.h"
+#include "jaclab/transforms.h"
+
+namespace jaclab::py_bind {
+
+DType dtype_from_py(py::handle dtype) {
+  py::dtype d = py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype));
+  if (d.kind() == 'f' && d.itemsize() == 4) return DType::Float32;
+  if (d.kind() == 'f' && d.itemsize() == 8) return DType::Float64;
+  if (d.kind() == 'i' && d.itemsize() == 8) return DType::Int64;
+  throw TypeError(str_cat("jaclab supports float32, float64 and int64 (labels), not ", std::string(py::str(d))));
+}
+
+py::dtype dtype_to_py(DType d) {
+  switch (d) {
+    case DType::Float32: return py::dtype::of<float>();
+    case DType::Float64: return py::dtype::of<double>();
+    default: return py::dtype::of<int64_t>();
+  }
+}
+
+Tensor to_tensor(py::handle obj, py::object dtype) {
+  if (py::isinstance<Tensor>(obj)) {
+    Tensor t = obj.cast<Tensor>();
+    if (dtype.is_none() || dtype_from_py(dtype) == t.dtype()) return t;
+    return Tensor(t.value().astype(dtype_from_py(dtype)));
+  }
+  py::module_ np = py::module_::import("numpy");
+  py::object arr_obj = np.attr("asarray")(obj);
+  py::array arr = arr_obj.cast<py::array>();
+  char kind = arr.dtype().kind();
+  DType target;
+  if (!dtype.is_none()) {
+    target = dtype_from_py(dtype);
+  } else if (kind == 'f' && (arr.itemsize() == 4 || arr.itemsize() == 8)) {
+    target = arr.itemsize() == 4 ? DType::Float32 : DType::Float64;
+  } else if (kind == 'i' || kind == 'u') {
+    target = DType::Int64;
+  } else {
+    throw TypeError(str_cat("cannot make a jaclab tensor from an array of dtype ", std::string(py::str(arr.dtype())),
+                            " (supported: float32, float64, integer labels)"));
+  }
+  if (kind == 'b' || kind == 'c' || kind == 'O' || kind == 'U' || kind == 'S')
+    throw TypeError(str_cat("cannot make a jaclab tensor from an array of dtype ", std::string(py::str(arr.dtype()))));
+  py::dtype want = dtype_to_py(target);
+  // Zero-copy needs C order, alignment and the exact dtype; otherwise NumPy makes one copy.
+  if (!arr.dtype().equal(want) || !(arr.flags() & py::array::c_style) || !(arr.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    arr = np.attr("ascontiguousarray")(arr, want).cast<py::array>();
+  Shape shape(arr.shape(), arr.shape() + arr.ndim());
+  void* data = const_cast<void*>(arr.data());
+  PyObject* owner = arr.release().ptr();
+  auto release = [](void* p) {
+    py::gil_scoped_acquire gil;
+    Py_DECREF(static_cast<PyObject*>(p));
+  };
+  return Tensor(Array::from_blob(data, shape, contiguous_strides(shape), target, Device{},
+                                 std::shared_ptr<void>(owner, release)));
+}
+
+Tensor to_tensor_like(py::handle obj, const Tensor& like) {
+  if (py::isinstance<Tensor>(obj)) return obj.cast<Tensor>();
+  if (py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) {
+    if (py::isinstance<py::bool_>(obj)) throw TypeError("booleans are not numbers here");
+    return scalar_like(like, obj.cast<double>());
+  }
+  return to_tensor(obj);
+}
+
+}  // namespace jaclab::py_bind
+
+using namespace jaclab;
+using namespace jaclab::py_bind;
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "jaclab C++ engine (tensors, ops with forward/JVP/VJP rules, transforms)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const jaclab::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const jaclab::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+  bind_tensor(m);
+  bind_ops(m);
+  bind_transforms(m);
+  m.def("blas_info", [] { return std::string(blas::name()); });
+  m.def("blas_num_threads", [] { return blas::num_threads(); });
+  m.def("set_blas_num_threads", [](int n) { blas::set_num_threads(n); });
+  m.attr("__version__") = JACLAB_VERSION;
+}

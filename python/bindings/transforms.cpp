@@ -1,0 +1,26 @@
+// Flat-list transforms; jaclab/transforms.py adds pytrees and argnums on top.
+#include <pybind11/functional.h>
+
+#include "common.h"
+#include "jaclab/autograd.h"
+#include "jaclab/transforms.h"
+
+namespace jaclab::py_bind {
+
+void bind_transforms(py::module_& m) {
+  py::class_<VjpFunction>(m, "VjpFunction")
+      .def("__call__", [](const VjpFunction& f, const TensorList& ct) { return f(ct); }, py::arg("cotangents"))
+      .def_property_readonly("num_outputs", &VjpFunction::num_outputs);
+  m.def("jvp_flat", [](const Fn& f, const TensorList& primals, const TensorList& tangents) {
+        JvpResult r = jvp(f, primals, tangents);
+        return py::make_tuple(r.out, r.tangents);
+      }, py::arg("f"), py::arg("primals"), py::arg("tangents"),
+      "f: list[Tensor] -> list[Tensor]. Returns (f(primals), J tangents).");
+  m.def("vjp_flat", [](const Fn& f, const TensorList& primals) {
+        VjpResult r = vjp(f, primals);
+        return py::make_tuple(r.out, r.pullback);
+      }, py::arg("f"), py::arg("primals"), "f: list[Tensor] -> list[Tensor]. Returns (f(primals), pullback).");
+  m.def("reverse_trace_depth", [] { return reverse_trace_depth(); });
+}
+
+}  // namespace jaclab::py_bind

@@ -1,0 +1,221 @@
+"""Function transforms over pytrees, JAX style.
+
+Every transform takes a function of arrays (NumPy arrays or ``jl.Tensor``; pytrees of them)
+and evaluates it through the C++ engine. Transforms compose: a transform used inside the
+function given to another transform is differentiated by it, to any combination of forward
+and reverse mode (forward-over-reverse, reverse-over-forward, reverse-over-reverse).
+
+Shapes: ``jacobian`` returns ``out.shape + in.shape`` for each (output leaf, input leaf) pair.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import _core
+from ._core import Tensor
+from ._pytree import TreeDef, tree_flatten, tree_unflatten
+
+__all__ = ["jvp", "vjp", "grad", "value_and_grad", "hvp", "jacobian", "linearize"]
+
+
+def _as_tensor(x: Any, what: str) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    try:
+        return _core.array(x)
+    except TypeError as e:
+        raise TypeError(f"{what}: {e}") from None
+
+
+def _flatten_args(args: Sequence, what: str) -> tuple[list[Tensor], TreeDef]:
+    leaves, tree = tree_flatten(tuple(args))
+    return [_as_tensor(x, f"{what} leaf {i}") for i, x in enumerate(leaves)], tree
+
+
+class _FlatFn:
+    """Wraps f(*args) (pytrees in and out) as a function of a flat list of tensors."""
+
+    def __init__(self, f: Callable, in_tree: TreeDef, rebuild: Callable[[list], tuple] | None = None):
+        self.f, self.in_tree, self.rebuild = f, in_tree, rebuild
+        self.out_tree: TreeDef | None = None
+
+    def __call__(self, leaves: list[Tensor]) -> list[Tensor]:
+        args = tree_unflatten(self.in_tree, leaves)
+        if self.rebuild is not None:
+            args = self.rebuild(args)
+        out = self.f(*args)
+        out_leaves, self.out_tree = tree_flatten(out)
+        if not out_leaves:
+            raise ValueError("the function returned no arrays")
+        return [_as_tensor(o, "function output") for o in out_leaves]
+
+
+def _check_same_tree(tree_a: TreeDef, tree_b: TreeDef, name_a: str, name_b: str) -> None:
+    if tree_a != tree_b:
+        raise ValueError(
+            f"{name_b} must have the same structure as {name_a}: {name_a} has {tree_a.num_leaves} leaves "
+            f"{tree_a}, {name_b} has {tree_b.num_leaves} leaves {tree_b}"
+        )
+
+
+def jvp(f: Callable, primals: Sequence, tangents: Sequence):
+    """Forward mode: ``(f(*primals), J_f(primals) @ tangents)``.
+
+    ``primals`` and ``tangents`` are tuples (one entry per positional argument of ``f``) of
+    pytrees with the same structure, shapes and dtypes. Tangents must be finite.
+
+    >>> out, t = jl.jvp(jl.tanh, (x,), (v,))      # t = (1 - tanh(x)^2) * v
+    """
+    if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
+        raise TypeError("jvp(f, primals, tangents): primals and tangents must be tuples of arguments")
+    leaves, tree = _flatten_args(primals, "primal")
+    tleaves, ttree = _flatten_args(tangents, "tangent")
+    _check_same_tree(tree, ttree, "primals", "tangents")
+    flat = _FlatFn(f, tree)
+    out, tout = _core.jvp_flat(flat, leaves, tleaves)
+    return tree_unflatten(flat.out_tree, out), tree_unflatten(flat.out_tree, tout)
+
+
+def vjp(f: Callable, *primals):
+    """Reverse mode: ``(f(*primals), vjp_fn)`` with ``vjp_fn(cotangent) -> tuple`` of
+    ``J_f^T cotangent``, one entry per primal (same pytrees). ``cotangent`` has the structure,
+    shapes and dtypes of ``f``'s output. ``vjp_fn`` may be called many times (the graph is kept).
+    """
+    leaves, tree = _flatten_args(primals, "primal")
+    flat = _FlatFn(f, tree)
+    out, pullback = _core.vjp_flat(flat, leaves)
+    out_tree = flat.out_tree
+
+    def vjp_fn(cotangent):
+        cleaves, ctree = tree_flatten(cotangent)
+        _check_same_tree(out_tree, ctree, "the output", "the cotangent")
+        cts = [_as_tensor(c, "cotangent") for c in cleaves]
+        return tree_unflatten(tree, pullback(cts))
+
+    return tree_unflatten(out_tree, out), vjp_fn
+
+
+def _argnums_tuple(argnums, nargs: int) -> tuple[int, ...]:
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    for a in nums:
+        if not -nargs <= a < nargs:
+            raise ValueError(f"argnums {argnums} is out of range for a function called with {nargs} arguments")
+    return tuple(a % nargs for a in nums)
+
+
+def _substitute(args: tuple, nums: tuple[int, ...], dyn: Sequence) -> tuple:
+    full = list(args)
+    for i, a in zip(nums, dyn):
+        full[i] = a
+    return tuple(full)
+
+
+def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0):
+    """``value_and_grad(f)(*args) -> (f(*args), df/dargs[argnums])`` for scalar-valued ``f``.
+
+    With an int ``argnums`` the gradient has the pytree of that argument; with a tuple, it is
+    a tuple of such pytrees.
+    """
+
+    def wrapped(*args):
+        nums = _argnums_tuple(argnums, len(args))
+        dyn = tuple(args[i] for i in nums)
+        value, pullback = vjp(lambda *d: f(*_substitute(args, nums, d)), *dyn)
+        if not isinstance(value, Tensor):
+            raise TypeError(f"grad: the function must return one scalar array, got {type(value).__name__}")
+        if value.shape != ():
+            raise ValueError(f"grad: the function must return a scalar (shape ()), got shape {value.shape}")
+        grads = pullback(_core.ones((), value.dtype))
+        return value, (grads[0] if isinstance(argnums, int) else grads)
+
+    return wrapped
+
+
+def grad(f: Callable, argnums: int | Sequence[int] = 0):
+    """``grad(f)(*args)``: gradient of scalar-valued ``f`` w.r.t. ``args[argnums]``."""
+    vg = value_and_grad(f, argnums)
+    return lambda *args: vg(*args)[1]
+
+
+def hvp(f: Callable, primals: Sequence, tangents: Sequence):
+    """Hessian-vector product of scalar ``f`` at ``primals`` along ``tangents``
+    (forward-over-reverse: ``jvp(grad(f), primals, tangents)``). Returns a tuple with the
+    pytree of ``primals``.
+    """
+    n = len(primals)
+    g = grad(f, argnums=tuple(range(n)))
+    return jvp(g, tuple(primals), tuple(tangents))[1]
+
+
+def linearize(f: Callable, *primals):
+    """``(f(*primals), f_jvp)`` where ``f_jvp(*tangents) = J_f(primals) @ tangents``.
+
+    Each ``f_jvp`` call runs one forward-mode pass (the primal is recomputed alongside).
+    """
+    out = vjp(f, *primals)[0]
+
+    def f_jvp(*tangents):
+        return jvp(f, primals, tangents)[1]
+
+    return out, f_jvp
+
+
+def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto"):
+    """Full Jacobian ``d f(*args) / d args[argnums]``.
+
+    For one output array and one input array the result is a NumPy array of shape
+    ``out.shape + in.shape``; for pytrees it is nested as output-tree of input-trees (a tuple
+    over ``argnums`` when that is a tuple). ``mode="rev"`` runs one reverse sweep per output
+    element over a single recorded graph; ``mode="fwd"`` one forward pass per input element;
+    ``"auto"`` picks the mode with fewer passes. Memory is the result plus one pass: rows
+    (columns) are written into the preallocated result as they are computed.
+    """
+    if mode not in ("auto", "fwd", "rev"):
+        raise ValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+
+    def jac(*args):
+        nums = _argnums_tuple(argnums, len(args))
+        dyn_leaves, dyn_tree = _flatten_args(tuple(args[i] for i in nums), "input")
+        flat = _FlatFn(f, dyn_tree, rebuild=lambda dyn: _substitute(args, nums, dyn))
+        out, pullback = _core.vjp_flat(flat, dyn_leaves)
+        out_tree = flat.out_tree
+        n_in = [int(np.prod(x.shape)) for x in dyn_leaves]
+        n_out = [int(np.prod(y.shape)) for y in out]
+        total_in, total_out = sum(n_in), sum(n_out)
+        use_fwd = mode == "fwd" or (mode == "auto" and total_in < total_out)
+        dtype = np.result_type(*[np.dtype(y.dtype) for y in out])
+        J = np.zeros((total_out, total_in), dtype=dtype)
+        if use_fwd:
+            col = 0
+            for k, x in enumerate(dyn_leaves):
+                for j in range(n_in[k]):
+                    tans = [np.zeros(t.shape, np.dtype(t.dtype)) for t in dyn_leaves]
+                    tans[k].reshape(-1)[j] = 1.0
+                    _, tout = _core.jvp_flat(flat, dyn_leaves, [_core.array(t) for t in tans])
+                    J[:, col] = np.concatenate([np.asarray(t).reshape(-1) for t in tout])
+                    col += 1
+        else:
+            row = 0
+            for k, y in enumerate(out):
+                for i in range(n_out[k]):
+                    cts = [np.zeros(o.shape, np.dtype(o.dtype)) for o in out]
+                    cts[k].reshape(-1)[i] = 1.0
+                    g = pullback([_core.array(c) for c in cts])
+                    J[row, :] = np.concatenate([np.asarray(t).reshape(-1) for t in g])
+                    row += 1
+        # Split into blocks: output leaf x input leaf, shaped out.shape + in.shape.
+        out_off = np.concatenate([[0], np.cumsum(n_out)])
+        in_off = np.concatenate([[0], np.cumsum(n_in)])
+        blocks = []
+        for a, y in enumerate(out):
+            row_blocks = [
+                J[out_off[a]:out_off[a + 1], in_off[b]:in_off[b + 1]].reshape(tuple(y.shape) + tuple(x.shape))
+                for b, x in enumerate(dyn_leaves)
+            ]
+            inner = tree_unflatten(dyn_tree, row_blocks)
+            blocks.append(inner[0] if isinstance(argnums, int) else inner)
+        return tree_unflatten(out_tree, blocks)
+
+    return jac
