@@ -48,6 +48,12 @@ void bind_ops(py::module_& m) {
   m.def("layer_norm", [](A x, A g, A b, double eps) { return layer_norm(x.t, g.t, b.t, eps); }, py::arg("x"),
         py::arg("g"), py::arg("b"), py::arg("eps") = 1e-5,
         "LayerNorm over the last axis (biased variance): (x - mean) / sqrt(var + eps) * g + b.");
+  m.def("linear", [](A x, A W, A b) { return linear(x.t, W.t, b.t); }, py::arg("x"), py::arg("W"), py::arg("b"),
+        "Fused x @ W + b for x (..., K), W (K, N), b (N,).");
+  m.def("layer_norm_composite", [](A x, A g, A b, double eps) { return layer_norm_composite(x.t, g.t, b.t, eps); },
+        py::arg("x"), py::arg("g"), py::arg("b"), py::arg("eps") = 1e-5, "layer_norm written with primitives (reference).");
+  m.def("attention_composite", [](A q, A k, A v, bool causal) { return attention_composite(q.t, k.t, v.t, causal); },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("causal") = false, "attention written with primitives (reference).");
   m.def("rms_norm", [](A x, A g, double eps) { return rms_norm(x.t, g.t, eps); }, py::arg("x"), py::arg("g"),
         py::arg("eps") = 1e-6, "RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * g.");
   m.def("attention", [](A q, A k, A v, bool causal) { return attention(q.t, k.t, v.t, causal); }, py::arg("q"),

@@ -21,6 +21,7 @@ from ._core import (  # noqa: F401
     gelu,
     gelu_tanh,
     layer_norm,
+    linear,
     log,
     log_softmax,
     matmul,

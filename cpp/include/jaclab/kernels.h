@@ -41,4 +41,13 @@ Array causal_mask(int64_t T, int64_t S, DType dtype);
 
 bool all_finite(const Array& x);
 
+// ---- fused block kernels (kernels_nn.cpp) ---------------------------------------------------
+// y = x @ W + b for x (..., K), W (K, N), b (N,): the bias is the GEMM's C input (beta = 1).
+Array linear(const Array& x, const Array& W, const Array& b);
+// softmax(q k^T / sqrt(dh) [+ causal mask]) v per leading index; q (..., T, dh), k (..., S, dh),
+// v (..., S, dv) with equal leading dims. The (T, S) scores live only per slice.
+Array attention(const Array& q, const Array& k, const Array& v, bool causal);
+// (x - mean) / sqrt(var + eps) * g + b over the last axis (biased variance).
+Array layer_norm(const Array& x, const Array& g, const Array& b, double eps);
+
 }  // namespace jaclab::kernels

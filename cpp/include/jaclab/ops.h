@@ -53,12 +53,20 @@ Tensor matmul(const Tensor& a, const Tensor& b);  // NumPy semantics, batched, b
 Tensor softmax(const Tensor& x, int axis = -1);
 Tensor log_softmax(const Tensor& x, int axis = -1);
 
-// ---- composites (ops/nn.cpp) ------------------------------------------------------------------
+// ---- fused block primitives (ops/blocks.cpp) -----------------------------------------------------
+// y = x @ W + b; x (..., K), W (K, N), b (N,).
+Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b);
 // layer_norm over the last axis, biased variance; g, b of shape (d,).
 Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, double eps = 1e-5);
-Tensor rms_norm(const Tensor& x, const Tensor& g, double eps = 1e-6);
-// q, k, v: (B, H, T, dh) (any leading dims); softmax(q k^T / sqrt(dh)) v, optional causal mask.
+// q (..., T, dh), k (..., S, dh), v (..., S, dv), equal leading dims (B, H):
+// softmax(q k^T / sqrt(dh)) v; the causal mask lets query t see keys s <= t + (S - T).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false);
+
+// ---- composites (ops/nn.cpp) ------------------------------------------------------------------
+Tensor rms_norm(const Tensor& x, const Tensor& g, double eps = 1e-6);
+// The fused primitives' maths written with primitives: an independent path for tests.
+Tensor layer_norm_composite(const Tensor& x, const Tensor& g, const Tensor& b, double eps = 1e-5);
+Tensor attention_composite(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false);
 // logits (B, C), labels int64 (B,) or probabilities (B, C); mean over the batch.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 Tensor mse(const Tensor& pred, const Tensor& target);  // mean of squared differences

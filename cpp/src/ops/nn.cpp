@@ -7,19 +7,8 @@
 
 namespace jaclab {
 
-static void check_feature_param(const Tensor& x, const Tensor& p, const char* op, const char* name) {
-  if (x.ndim() == 0) throw_value(op, ": x must be at least 1-d, got a ", describe(x));
-  if (p.ndim() != 1 || p.shape()[0] != x.shape().back())
-    throw_value(op, ": ", name, " must have shape (", x.shape().back(), ",) to match x of shape ",
-                shape_str(x.shape()), ", got ", shape_str(p.shape()));
-  require_same_dtype(x, p, op);
-}
-
-// y = (x - mean) / sqrt(var + eps) * g + b, statistics over the last axis, biased variance.
-Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, double eps) {
-  require_float(x, "layer_norm");
-  check_feature_param(x, g, "layer_norm", "g");
-  check_feature_param(x, b, "layer_norm", "b");
+// The same maths as the fused layer_norm primitive, written with primitives (a reference path).
+Tensor layer_norm_composite(const Tensor& x, const Tensor& g, const Tensor& b, double eps) {
   Tensor xc = sub(x, mean(x, {-1}, true));
   Tensor inv_std = pow(add_scalar(mean(square(xc), {-1}, true), eps), -0.5);
   return add(mul(mul(xc, inv_std), g), b);
@@ -28,26 +17,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, double eps)
 // y = x / sqrt(mean(x^2) + eps) * g, over the last axis.
 Tensor rms_norm(const Tensor& x, const Tensor& g, double eps) {
   require_float(x, "rms_norm");
-  check_feature_param(x, g, "rms_norm", "g");
+  if (x.ndim() == 0 || g.ndim() != 1 || g.shape()[0] != x.shape().back())
+    throw_value("rms_norm: g must have shape (", x.ndim() ? x.shape().back() : 0, ",) to match x of shape ",
+                shape_str(x.shape()), ", got ", shape_str(g.shape()));
+  require_same_dtype(x, g, "rms_norm");
   Tensor inv_rms = pow(add_scalar(mean(square(x), {-1}, true), eps), -0.5);
   return mul(mul(x, inv_rms), g);
-}
-
-// softmax(q k^T / sqrt(dh) + mask) v over (..., T, dh) operands.
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
-  require_same_dtype(q, k, "attention");
-  require_same_dtype(q, v, "attention");
-  if (q.ndim() < 2 || k.ndim() != q.ndim() || v.ndim() != q.ndim())
-    throw_value("attention: q, k, v must have the same rank >= 2 (B, H, T, dh), got ", shape_str(q.shape()), ", ",
-                shape_str(k.shape()), ", ", shape_str(v.shape()));
-  const int n = q.ndim();
-  if (k.shape()[n - 1] != q.shape()[n - 1] || k.shape()[n - 2] != v.shape()[n - 2])
-    throw_value("attention: incompatible q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
-                shape_str(v.shape()), " (need q/k to share dh and k/v to share the key length)");
-  const double dh = static_cast<double>(q.shape()[n - 1]);
-  Tensor s = scale(matmul(q, swapaxes(k, -1, -2)), 1.0 / std::sqrt(dh));
-  if (causal) s = add(s, Tensor(kernels::causal_mask(q.shape()[n - 2], k.shape()[n - 2], q.dtype())));
-  return matmul(softmax(s, -1), v);
 }
 
 // Mean over the batch of -sum_c y_c log softmax(logits)_c; labels are int64 class ids (B,)

@@ -1,0 +1,156 @@
+// Fused primitives for the blocks: linear, layer_norm, attention. Each has a one-pass forward
+// kernel; its JVP and VJP are derived by hand and written in jaclab ops (so they differentiate
+// again). Intermediates the rules need (normalised x, attention probabilities) are recomputed
+// from the inputs: with constants at first order, with the graph/tangents at second order.
+#include <cmath>
+
+#include "jaclab/autograd.h"
+#include "jaclab/kernels.h"
+#include "jaclab/ops.h"
+
+namespace jaclab {
+namespace {
+using Grads = std::vector<Tensor>;
+
+Tensor add_opt(const Tensor& a, const Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return add(a, b);
+}
+// Inputs as the rule should see them: detached (plain constants) unless the rule's result
+// must itself be differentiable.
+Tensor rule_input(const VjpContext& c, size_t i) { return c.differentiable ? c.in(i) : c.in(i).detach(); }
+Tensor mT(const Tensor& x) { return swapaxes(x, -1, -2); }
+}  // namespace
+
+// ---- linear: y = x W + b ------------------------------------------------------------------------
+//   jvp  dy = dx W + x dW + db
+//   vjp  dx = g W^T,  dW = x^T g (batch folded into the GEMM),  db = sum of g over rows
+Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
+  require_same_dtype(x, W, "linear");
+  require_same_dtype(x, b, "linear");
+  if (W.ndim() != 2 || x.ndim() < 1 || x.shape().back() != W.shape()[0] || b.ndim() != 1 ||
+      b.shape()[0] != W.shape()[1])
+    throw_value("linear: expected x (..., K), W (K, N), b (N,), got x ", shape_str(x.shape()), ", W ",
+                shape_str(W.shape()), ", b ", shape_str(b.shape()));
+  return make_op(
+      "linear", {x, W, b}, kernels::linear(x.value(), W.value(), b.value()),
+      [](const JvpContext& c) {
+        Tensor t = c.t(0).defined() ? matmul(c.t(0), c.in(1)) : Tensor();
+        if (c.t(1).defined()) t = add_opt(t, matmul(c.in(0), c.t(1)));
+        return add_opt(t, c.t(2));
+      },
+      [](const VjpContext& c) {
+        const int64_t K = c.in(1).shape()[0], N = c.in(1).shape()[1];
+        Tensor gx = c.needs[0] ? matmul(c.g, mT(rule_input(c, 1))) : Tensor();
+        Tensor gW = c.needs[1] ? matmul(mT(reshape(rule_input(c, 0), {-1, K})), reshape(c.g, {-1, N})) : Tensor();
+        return Grads{gx, gW, c.needs[2] ? c.g : Tensor()};  // db: summed by the central sum_to
+      });
+}
+
+// ---- layer_norm: y = xhat g + b, xhat = (x - mean) * rstd, rstd = 1/sqrt(var + eps) ----------------
+//   jvp  dxhat = rstd (dx - mean(dx) - xhat mean(xhat dx));  dy = dxhat g + xhat dg + db
+//   vjp  gxhat = gy g;  dx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat));  dg = gy xhat; db = gy
+// (means over the last axis; dg, db are summed over rows by the central sum_to)
+namespace {
+struct LnStats {
+  Tensor xhat, rstd;
+};
+LnStats ln_stats(const Tensor& x, double eps) {
+  Tensor xc = sub(x, mean(x, {-1}, true));
+  Tensor rstd = pow(add_scalar(mean(square(xc), {-1}, true), eps), -0.5);
+  return {mul(xc, rstd), rstd};
+}
+void check_feature_param(const Tensor& x, const Tensor& p, const char* op, const char* name) {
+  if (x.ndim() == 0) throw_value(op, ": x must be at least 1-d, got a ", describe(x));
+  if (p.ndim() != 1 || p.shape()[0] != x.shape().back())
+    throw_value(op, ": ", name, " must have shape (", x.shape().back(), ",) to match x of shape ",
+                shape_str(x.shape()), ", got ", shape_str(p.shape()));
+  require_same_dtype(x, p, op);
+}
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, double eps) {
+  require_float(x, "layer_norm");
+  check_feature_param(x, g, "layer_norm", "g");
+  check_feature_param(x, b, "layer_norm", "b");
+  return make_op(
+      "layer_norm", {x, g, b}, kernels::layer_norm(x.value(), g.value(), b.value(), eps),
+      [eps](const JvpContext& c) {
+        LnStats s = ln_stats(c.in(0), eps);
+        Tensor t;
+        if (c.t(0).defined()) {
+          const Tensor& tx = c.t(0);
+          Tensor txhat = mul(s.rstd, sub(sub(tx, mean(tx, {-1}, true)), mul(s.xhat, mean(mul(s.xhat, tx), {-1}, true))));
+          t = mul(txhat, c.in(1));
+        }
+        if (c.t(1).defined()) t = add_opt(t, mul(s.xhat, c.t(1)));
+        return add_opt(t, c.t(2));
+      },
+      [eps](const VjpContext& c) {
+        LnStats s = ln_stats(rule_input(c, 0), eps);
+        Tensor gx;
+        if (c.needs[0]) {
+          Tensor gxhat = mul(c.g, rule_input(c, 1));
+          gx = mul(s.rstd, sub(sub(gxhat, mean(gxhat, {-1}, true)), mul(s.xhat, mean(mul(gxhat, s.xhat), {-1}, true))));
+        }
+        return Grads{gx, c.needs[1] ? mul(c.g, s.xhat) : Tensor(), c.needs[2] ? c.g : Tensor()};
+      });
+}
+
+// ---- attention: O = P v, P = softmax(S), S = q k^T / sqrt(dh) + mask ----------------------------
+//   jvp  dS = (dq k^T + q dk^T) / sqrt(dh);  dP = P (dS - rowsum(P dS));  dO = dP v + P dv
+//   vjp  gv = P^T g;  gP = g v^T;  gS = P (gP - rowsum(gP P));  gq = gS k / sqrt(dh);  gk = gS^T q / sqrt(dh)
+namespace {
+Tensor attention_probs(const Tensor& q, const Tensor& k, bool causal) {
+  const int n = q.ndim();
+  Tensor s = scale(matmul(q, mT(k)), 1.0 / std::sqrt(static_cast<double>(q.shape()[n - 1])));
+  if (causal) s = add(s, Tensor(kernels::causal_mask(q.shape()[n - 2], k.shape()[n - 2], q.dtype())));
+  return softmax(s, -1);
+}
+Tensor softmax_jvp(const Tensor& P, const Tensor& dS) { return mul(P, sub(dS, sum(mul(P, dS), {-1}, true))); }
+}  // namespace
+
+Tensor attention_composite(const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
+  return matmul(attention_probs(q, k, causal), v);
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
+  require_same_dtype(q, k, "attention");
+  require_same_dtype(q, v, "attention");
+  const int n = q.ndim();
+  if (n < 2 || k.ndim() != n || v.ndim() != n)
+    throw_value("attention: q, k, v must have the same rank >= 2, as (B, H, T, dh); got q ", shape_str(q.shape()),
+                ", k ", shape_str(k.shape()), ", v ", shape_str(v.shape()));
+  bool same_lead = true;
+  for (int i = 0; i < n - 2; ++i) same_lead &= q.shape()[i] == k.shape()[i] && q.shape()[i] == v.shape()[i];
+  if (!same_lead || k.shape()[n - 1] != q.shape()[n - 1] || k.shape()[n - 2] != v.shape()[n - 2])
+    throw_value("attention: incompatible q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
+                shape_str(v.shape()), " (need equal leading dims, q/k sharing dh, k/v sharing the key length)");
+  const double sc = 1.0 / std::sqrt(static_cast<double>(q.shape()[n - 1]));
+  return make_op(
+      "attention", {q, k, v}, kernels::attention(q.value(), k.value(), v.value(), causal),
+      [causal, sc](const JvpContext& c) {
+        const Tensor &Q = c.in(0), &K = c.in(1), &V = c.in(2);
+        Tensor P = attention_probs(Q, K, causal);
+        Tensor dS;
+        if (c.t(0).defined()) dS = matmul(c.t(0), mT(K));
+        if (c.t(1).defined()) dS = add_opt(dS, matmul(Q, mT(c.t(1))));
+        Tensor t = dS.defined() ? matmul(softmax_jvp(P, scale(dS, sc)), V) : Tensor();
+        return c.t(2).defined() ? add_opt(t, matmul(P, c.t(2))) : t;
+      },
+      [causal, sc](const VjpContext& c) {
+        Tensor Q = rule_input(c, 0), K = rule_input(c, 1), V = rule_input(c, 2);
+        Tensor P = attention_probs(Q, K, causal);
+        Tensor gv = c.needs[2] ? matmul(mT(P), c.g) : Tensor();
+        Tensor gq, gk;
+        if (c.needs[0] || c.needs[1]) {
+          Tensor gS = scale(softmax_jvp(P, matmul(c.g, mT(V))), sc);  // softmax's VJP has the JVP's form
+          if (c.needs[0]) gq = matmul(gS, K);
+          if (c.needs[1]) gk = matmul(mT(gS), Q);
+        }
+        return Grads{gq, gk, gv};
+      });
+}
+
+}  // namespace jaclab
