@@ -23,7 +23,8 @@ Conventions (fixed so any result can be checked against another framework):
 
 Initialisation (deterministic per seed, NumPy ``default_rng``): weight matrices are drawn
 from ``N(0, 1/fan_in)`` in the order the parameters are listed above; biases are 0; norm gains
-are 1. ``Sequential`` and ``Residual`` give each child ``SeedSequence(seed).spawn(...)``.
+are 1. ``Sequential`` and ``TransformerBlock`` give their children ``SeedSequence(seed).spawn(n)``
+(in order); ``Residual`` passes its seed to its block. Seeds may be ints or ``SeedSequence``s.
 """
 from __future__ import annotations
 
@@ -49,6 +50,17 @@ def _dtype(dtype) -> np.dtype:
 
 def _rng(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def _spawn(seed, n: int) -> list:
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return ss.spawn(n)
+
+
+def _check_feature(block: str, name: str, p, x) -> None:
+    d = tuple(np.shape(x)[-1:])
+    if np.shape(p) != d:
+        raise ValueError(f"{block}: parameter {name} must have shape {d} to match input of shape {np.shape(x)}, got {np.shape(p)}")
 
 
 def _normal(rng, shape, fan_in, dtype):
@@ -124,6 +136,12 @@ class MLP(Module):
 
     def apply(self, params, x):
         _check_keys("MLP", params, ("W1", "b1", "W2", "b2"))
+        want = {"W1": (self.d_in, self.d_hidden), "b1": (self.d_hidden,), "W2": (self.d_hidden, self.d_out),
+                "b2": (self.d_out,)}
+        for k, shape in want.items():
+            if np.shape(params[k]) != shape:
+                raise ValueError(f"MLP({self.d_in}, {self.d_hidden}, {self.d_out}): parameter {k} must have shape "
+                                 f"{shape}, got {np.shape(params[k])}")
         return _core.nn_mlp(x, params["W1"], params["b1"], params["W2"], params["b2"], self.activation)
 
 
@@ -137,6 +155,8 @@ class LayerNorm(Module):
 
     def apply(self, params, x):
         _check_keys("LayerNorm", params, ("g", "b"))
+        _check_feature("LayerNorm", "g", params["g"], x)
+        _check_feature("LayerNorm", "b", params["b"], x)
         return _core.layer_norm(x, params["g"], params["b"], self.eps)
 
 
@@ -149,6 +169,7 @@ class RMSNorm(Module):
 
     def apply(self, params, x):
         _check_keys("RMSNorm", params, ("g",))
+        _check_feature("RMSNorm", "g", params["g"], x)
         return _core.rms_norm(x, params["g"], self.eps)
 
 
@@ -191,7 +212,7 @@ class TransformerBlock(Module):
         self._norm = {"layer": LayerNorm(d_model), "rms": RMSNorm(d_model), None: None}[norm]
 
     def init(self, seed=0, dtype=np.float64):
-        s1, s2 = np.random.SeedSequence(seed).spawn(2)
+        s1, s2 = _spawn(seed, 2)
         n = self._norm.init(0, dtype) if self._norm else {}
         return {"norm1": dict(n), "attn": self.attn.init(s1, dtype), "norm2": dict(n), "mlp": self.mlp.init(s2, dtype)}
 
@@ -254,7 +275,7 @@ class Sequential(Module):
         self.layers = list(layers)
 
     def init(self, seed=0, dtype=np.float64):
-        seeds = np.random.SeedSequence(seed).spawn(len(self.layers))
+        seeds = _spawn(seed, len(self.layers))
         return [layer.init(s, dtype) for layer, s in zip(self.layers, seeds)]
 
     def _check(self, params):

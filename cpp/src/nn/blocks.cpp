@@ -60,15 +60,17 @@ Norm norm_from_name(const std::string& n) {
 
 Tensor mlp(const Tensor& x, const Tensor& W1, const Tensor& b1, const Tensor& W2, const Tensor& b2, Activation act) {
   if (!x.defined() || x.ndim() < 1) throw_value("MLP: input must be at least 1-d");
-  if (!W1.defined() || W1.ndim() != 2) throw_value("MLP: parameter W1 must be 2-d (d_in, d_hidden)");
-  if (!W2.defined() || W2.ndim() != 2) throw_value("MLP: parameter W2 must be 2-d (d_hidden, d_out)");
-  const int64_t d_in = W1.shape()[0], d_h = W1.shape()[1], d_out = W2.shape()[1];
-  if (x.shape().back() != d_in)
+  for (auto [name, p] : {std::pair{"W1", &W1}, {"b1", &b1}, {"W2", &W2}, {"b2", &b2}})
+    if (!p->defined()) throw_value("MLP: parameter ", name, " is missing");
+  const bool ok = W1.ndim() == 2 && W2.ndim() == 2 && b1.ndim() == 1 && b2.ndim() == 1 &&
+                  b1.shape()[0] == W1.shape()[1] && W2.shape()[0] == W1.shape()[1] && b2.shape()[0] == W2.shape()[1];
+  if (!ok)
+    throw_value("MLP: parameters must be W1 (d_in, d_hidden), b1 (d_hidden,), W2 (d_hidden, d_out), b2 (d_out,); got W1 ",
+                shape_str(W1.shape()), ", b1 ", shape_str(b1.shape()), ", W2 ", shape_str(W2.shape()), ", b2 ",
+                shape_str(b2.shape()));
+  if (x.shape().back() != W1.shape()[0])
     throw_value("MLP: input has last dim ", x.shape().back(), " (shape ", shape_str(x.shape()), ") but W1 is ",
                 shape_str(W1.shape()));
-  expect_shape("MLP", "b1", b1, {d_h});
-  expect_shape("MLP", "W2", W2, {d_h, d_out});
-  expect_shape("MLP", "b2", b2, {d_out});
   return linear(activate(linear(x, W1, b1), act), W2, b2);
 }
 
@@ -77,6 +79,9 @@ Tensor multi_head_attention(const Tensor& x, const Tensor& Wq, const Tensor& Wk,
   if (!x.defined() || x.ndim() != 3)
     throw_value("Attention: input must be (B, T, d_model), got ", x.defined() ? shape_str(x.shape()) : "nothing");
   const int64_t B = x.shape()[0], T = x.shape()[1], d = x.shape()[2];
+  if (Wq.defined() && Wq.ndim() == 2 && Wq.shape()[0] != d)
+    throw_value("Attention: input has d_model=", d, " (shape ", shape_str(x.shape()), ") but Wq is ",
+                shape_str(Wq.shape()));
   if (n_heads <= 0 || d % n_heads != 0)
     throw_value("Attention: n_heads=", n_heads, " does not divide d_model=", d);
   for (auto [name, W] : {std::pair{"Wq", &Wq}, {"Wk", &Wk}, {"Wv", &Wv}, {"Wo", &Wo}})

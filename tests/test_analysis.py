@@ -1,0 +1,274 @@
+"""jaclab.analysis: per-sample Jacobians, layer Jacobians, causal structure.
+
+Reference: the full ``jl.jacobian`` of the batch function (its per-sample diagonal blocks),
+and products of layer Jacobians computed here with NumPy. Self-contained (no conftest).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaclab as jl
+from jaclab import analysis, nn
+
+SEEDS = [0, 1, 2]
+EXACT_RTOL = 1e-10
+FD_EPS = 1e-6
+FD_RTOL = 1e-7
+
+
+def npf(t) -> np.ndarray:
+    return np.array(np.asarray(t), dtype=np.float64)
+
+
+def assert_close(got, want, rtol=EXACT_RTOL, what=""):
+    got, want = npf(got), npf(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
+    err = np.abs(got - want)
+    tol = rtol * (scale + np.abs(want))
+    if not np.all(err <= tol):
+        i = np.unravel_index(int(np.argmax(err - tol)), err.shape)
+        raise AssertionError(f"{what}: max err {float(np.max(err)):.3e}; at {i}: got {got[i]!r}, want {want[i]!r}")
+
+
+def perturb(rng, params):
+    return jl.tree_map(lambda p: npf(p) + 0.3 * rng.standard_normal(np.shape(p)), params)
+
+
+def seq_init(model, seed):
+    """Per-layer init (avoids depending on Sequential.init of nested blocks, tested in test_nn)."""
+    return [layer.init(seed + i) for i, layer in enumerate(model.layers)]
+
+
+def full_jacobian(model, params, x, mode="auto"):
+    return jl.jacobian(lambda h: model.apply(params, h), mode=mode)(x)
+
+
+def diag_blocks(J, B, out_nd, in_nd):
+    """J: (B, *out, B, *in) -> (B, *out, *in) per-sample blocks."""
+    return np.stack([J[(b,) + (slice(None),) * out_nd + (b,)] for b in range(B)])
+
+
+def offdiag_max(J, B, out_nd):
+    m = 0.0
+    for b in range(B):
+        for c in range(B):
+            if b != c:
+                m = max(m, float(np.max(np.abs(J[(b,) + (slice(None),) * out_nd + (c,)]))))
+    return m
+
+
+VECTOR_MODELS = {
+    "linear": (lambda: nn.Linear(3, 4), 3),
+    "mlp_gelu": (lambda: nn.MLP(3, 5, 2), 3),
+    "mlp_tanh_wide_out": (lambda: nn.MLP(2, 4, 5, "tanh"), 2),
+    "layernorm": (lambda: nn.LayerNorm(4), 4),
+    "rmsnorm": (lambda: nn.RMSNorm(3), 3),
+    "residual_mlp": (lambda: nn.Residual(nn.MLP(3, 4, activation="relu"), 0.5), 3),
+    "seq_vec": (lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.LayerNorm(4), nn.MLP(4, 5, 2, "gelu_tanh"),
+                                      nn.Sigmoid()), 3),
+}
+
+SEQ_MODELS = {
+    "attn_causal": (lambda: nn.Attention(4, 2, causal=True), 4),
+    "attn_full": (lambda: nn.Attention(4, 2, causal=False), 4),
+    "tb_causal": (lambda: nn.TransformerBlock(4, 2, 6), 4),
+    "tb_full_rms": (lambda: nn.TransformerBlock(4, 1, 5, causal=False, norm="rms", scale=0.5), 4),
+    "tb_causal_none": (lambda: nn.TransformerBlock(4, 2, 5, norm=None), 4),
+    "mlp_on_seq": (lambda: nn.MLP(4, 3, 2), 4),
+    "seq_seq": (lambda: nn.Sequential(nn.TransformerBlock(4, 2, 5), nn.Linear(4, 3), nn.GELU(),
+                                      nn.Residual(nn.Attention(3, 1), 0.5)), 4),
+}
+
+
+def make(models, name, seed, B, T=None):
+    factory, d_in = models[name]
+    model = factory()
+    rng = np.random.default_rng(seed)
+    init = seq_init(model, seed) if isinstance(model, nn.Sequential) else model.init(seed)
+    params = perturb(rng, init)
+    x = rng.standard_normal((B, d_in) if T is None else (B, T, d_in))
+    return model, params, x
+
+
+# ---- input_jacobian vs the full Jacobian --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(VECTOR_MODELS))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_input_jacobian_vector(name, seed):
+    B = 3
+    model, params, x = make(VECTOR_MODELS, name, seed, B)
+    y = npf(model.apply(params, x))
+    d_out, d_in = y.shape[1], x.shape[1]
+    J = analysis.input_jacobian(model, params, x)
+    assert isinstance(J, np.ndarray) and J.shape == (B, d_out, d_in) and J.dtype == np.float64
+    full = full_jacobian(model, params, x)
+    assert full.shape == (B, d_out, B, d_in)
+    assert_close(J, diag_blocks(full, B, 1, 1), what="input_jacobian vs diag of jl.jacobian")
+    assert offdiag_max(full, B, 1) == 0.0  # samples do not interact
+    for mode in ("fwd", "rev"):
+        assert_close(analysis.per_sample_jacobian(lambda h: model.apply(params, h), x, mode=mode), J,
+                     what=f"per_sample_jacobian mode={mode}")
+    # a column against central finite differences
+    e = np.zeros_like(x)
+    e[:, 0] = 1.0
+    fd = (npf(model.apply(params, x + FD_EPS * e)) - npf(model.apply(params, x - FD_EPS * e))) / (2 * FD_EPS)
+    assert_close(J[:, :, 0], fd, FD_RTOL, what="input_jacobian column vs FD")
+
+
+@pytest.mark.parametrize("name", list(SEQ_MODELS))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_input_jacobian_sequence(name, seed):
+    B, T = 2, 3
+    model, params, x = make(SEQ_MODELS, name, seed, B, T)
+    y = npf(model.apply(params, x))
+    d_out, d = y.shape[2], x.shape[2]
+    J = analysis.input_jacobian(model, params, x)
+    assert J.shape == (B, T, d_out, T, d) and J.dtype == np.float64
+    full = full_jacobian(model, params, x)
+    assert full.shape == (B, T, d_out, B, T, d)
+    assert_close(J, diag_blocks(full, B, 2, 2), what="input_jacobian vs diag of jl.jacobian")
+    assert offdiag_max(full, B, 2) == 0.0
+    for mode in ("fwd", "rev"):
+        assert_close(analysis.per_sample_jacobian(lambda h: model.apply(params, h), x, mode=mode), J,
+                     what=f"mode={mode}")
+
+    # position= slices, positive and negative
+    for p in list(range(T)) + [-1, -T]:
+        Jp = analysis.input_jacobian(model, params, x, position=p)
+        assert Jp.shape == (B, d_out, T, d)
+        assert_close(Jp, J[:, p], what=f"position={p}")
+
+
+# ---- causal structure ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["attn_causal", "attn_full", "tb_causal", "tb_full_rms", "tb_causal_none",
+                                  "seq_seq", "mlp_on_seq"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_causal_block_lower_triangular(name, seed):
+    B, T = 2, 4
+    model, params, x = make(SEQ_MODELS, name, seed, B, T)
+    J = analysis.input_jacobian(model, params, x)
+    layers = model.layers if isinstance(model, nn.Sequential) else [model]
+    mixes = any(isinstance(m, (nn.Attention, nn.TransformerBlock)) or
+                (isinstance(m, nn.Residual) and isinstance(m.block, nn.Attention)) for m in layers)
+    causal = all(getattr(m, "causal", getattr(getattr(m, "block", None), "causal", True)) for m in layers)
+    for t in range(T):
+        for s in range(T):
+            blk = J[:, t, :, s, :]
+            if s > t and causal:
+                assert np.all(blk == 0.0), f"J[:, {t}, :, {s}, :] not exactly 0 (max {np.max(np.abs(blk)):.3e})"
+            elif s == t:
+                assert np.max(np.abs(blk)) > 1e-6
+            elif mixes:  # s < t always, s > t when not causal
+                assert np.max(np.abs(blk)) > 1e-6, f"J[:, {t}, :, {s}, :] unexpectedly 0"
+            else:  # position-wise model: no cross-time terms at all
+                assert np.all(blk == 0.0)
+    # the position= slice shows the same structure
+    for p in range(T):
+        Jp = analysis.input_jacobian(model, params, x, position=p)
+        if causal:
+            assert np.all(Jp[:, :, p + 1:, :] == 0.0)
+
+
+# ---- layer Jacobians ------------------------------------------------------------------------
+
+
+def _flat(J, B):
+    half = (J.ndim - 1) // 2
+    return J.reshape(B, int(np.prod(J.shape[1:1 + half])), int(np.prod(J.shape[1 + half:])))
+
+
+LAYERED = {
+    "vec": (lambda: nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 5), nn.LayerNorm(5),
+                                  nn.MLP(5, 3, 2, "gelu")), (3, 3)),
+    "vec_single": (lambda: nn.Sequential(nn.MLP(3, 4, 2)), (2, 3)),
+    "seq": (lambda: nn.Sequential(nn.TransformerBlock(4, 2, 5), nn.Linear(4, 3), nn.GELUTanh(),
+                                  nn.Residual(nn.Attention(3, 1, causal=False), 0.5), nn.RMSNorm(3)), (2, 3, 4)),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERED))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_layer_jacobians(name, seed):
+    factory, xshape = LAYERED[name]
+    model = factory()
+    rng = np.random.default_rng(seed)
+    params = perturb(rng, seq_init(model, seed))
+    x = rng.standard_normal(xshape)
+    B = xshape[0]
+    hs = [npf(h) for h in model.apply_layers(params, x)]
+    L = len(model.layers)
+    assert len(hs) == L + 1
+
+    Js = analysis.layer_jacobians(model, params, x)
+    assert len(Js) == L
+    for k, J in enumerate(Js):
+        assert J.shape == (B,) + hs[k + 1].shape[1:] + hs[k].shape[1:], (k, J.shape)
+        # each equals the input Jacobian of that layer alone at h_k
+        assert_close(J, analysis.input_jacobian(model.layers[k], params[k], hs[k]), what=f"layer {k}")
+
+    # chained product == input Jacobian
+    full = analysis.input_jacobian(model, params, x)
+    acc = np.broadcast_to(np.eye(_flat(Js[0], B).shape[2]), (B,) + (_flat(Js[0], B).shape[2],) * 2)
+    for J in Js:
+        acc = np.matmul(_flat(J, B), acc)
+    assert_close(acc.reshape(full.shape), full, what="chained layer Jacobians vs input_jacobian")
+
+    # every pair (l, m), with and without precomputed Jacobians
+    for l in range(L + 1):
+        for m in range(l, L + 1):
+            Jlm = analysis.layer_jacobian(model, params, x, l, m, jacobians=Js)
+            assert Jlm.shape == (B,) + hs[m].shape[1:] + hs[l].shape[1:], (l, m, Jlm.shape)
+            n_l = int(np.prod(hs[l].shape[1:]))
+            want = np.broadcast_to(np.eye(n_l), (B, n_l, n_l))
+            for J in Js[l:m]:
+                want = np.matmul(_flat(J, B), want)
+            assert_close(Jlm, want.reshape(Jlm.shape), what=f"layer_jacobian({l}, {m})")
+            if m > l:
+                sub = nn.Sequential(*model.layers[l:m])
+                assert_close(Jlm, analysis.input_jacobian(sub, params[l:m], hs[l]),
+                             what=f"layer_jacobian({l}, {m}) vs sub-model")
+            if (l, m) in ((0, L), (1, L - 1), (L, L)) and l <= m:
+                assert_close(analysis.layer_jacobian(model, params, x, l, m), Jlm, what="recomputed")
+    assert_close(analysis.layer_jacobian(model, params, x, 0, L, jacobians=Js), full, what="(0, L) == input")
+
+
+def test_layer_jacobian_bad_args():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Tanh())
+    params = seq_init(model, 0)
+    x = np.ones((2, 2))
+    for l, m in ((1, 0), (-1, 1), (0, 3)):
+        with pytest.raises(ValueError, match="layer_jacobian"):
+            analysis.layer_jacobian(model, params, x, l, m)
+    with pytest.raises(TypeError, match="Sequential"):
+        analysis.layer_jacobians(nn.Linear(2, 3), nn.Linear(2, 3).init(0), x)
+
+
+def test_input_jacobian_bad_args():
+    m = nn.Attention(4, 2)
+    p = m.init(0)
+    x = np.random.default_rng(0).standard_normal((1, 3, 4))
+    for pos in (3, -4):
+        with pytest.raises(ValueError, match="position"):
+            analysis.input_jacobian(m, p, x, position=pos)
+    lin = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="position"):
+        analysis.input_jacobian(lin, lin.init(0), np.ones((2, 3)), position=0)
+    with pytest.raises(ValueError, match="mode"):
+        analysis.per_sample_jacobian(lambda h: h, np.ones((2, 2)), mode="both")
+    with pytest.raises(ValueError, match="batch"):
+        analysis.per_sample_jacobian(lambda h: h, np.float64(1.0))
+
+
+def test_input_jacobian_float32():
+    model = nn.TransformerBlock(4, 2, 6)
+    p32, p64 = model.init(0, np.float32), model.init(0, np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    J32 = analysis.input_jacobian(model, p32, x.astype(np.float32))
+    J64 = analysis.input_jacobian(model, p64, x)
+    assert J32.dtype == np.float32 and J64.dtype == np.float64
+    assert np.max(np.abs(J32 - J64)) <= 1e-5 * max(1.0, float(np.max(np.abs(J64))))
