@@ -31,6 +31,10 @@ Tensor Tensor::with_tangent(int level, const Tensor& t) const {
 
 Tensor Tensor::strip_levels_from(int level) const {
   if (max_level() < level) return *this;
+  return alias_below(level);
+}
+
+Tensor Tensor::alias_below(int level) const {
   Tensor r;
   r.impl_ = std::make_shared<TensorImpl>();
   r.impl_->value = impl_->value;
@@ -91,7 +95,9 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
       primals[i] = inputs[i].strip_levels_from(level);
       tans[i] = inputs[i].tangent(level);
     }
-    Tensor out_l = out.strip_levels_from(level);  // carries the outer levels computed so far
+    // A fresh alias carrying the outer levels computed so far. It must not be `out` itself: the
+    // rule's recorded graph may hold it, and `out` is about to hold the rule's result (a cycle).
+    Tensor out_l = out.alias_below(level);
     Tensor t = jvp(JvpContext{primals, tans, out_l});
     if (!t.defined()) continue;
     if (t.shape() != out.shape()) t = broadcast_to(t, out.shape());

@@ -8,6 +8,7 @@
 
 #include "jaclab/blas.h"
 #include "jaclab/kernels.h"
+#include "vec/vecmath.h"
 
 namespace jaclab::kernels {
 namespace {
@@ -104,8 +105,13 @@ void unary_typed(Unary op, const T* x, T* y, int64_t n, T p) {
   // Hot ops get their own loop so the compiler can vectorise them.
   switch (op) {
     case Unary::Neg: return unary_loop(x, y, n, [](T v) { return -v; });
-    case Unary::Tanh: return unary_loop(x, y, n, [](T v) { return std::tanh(v); });
-    case Unary::Exp: return unary_loop(x, y, n, [](T v) { return std::exp(v); });
+    case Unary::Tanh: return vecmath::map(vecmath::Fn::Tanh, x, y, n);
+    case Unary::Exp: return vecmath::map(vecmath::Fn::Exp, x, y, n);
+    case Unary::Log: return vecmath::map(vecmath::Fn::Log, x, y, n);
+    case Unary::Erf: return vecmath::map(vecmath::Fn::Erf, x, y, n);
+    case Unary::Gelu: return vecmath::map(vecmath::Fn::Gelu, x, y, n);
+    case Unary::GeluGrad: return vecmath::map(vecmath::Fn::GeluGrad, x, y, n);
+    case Unary::Sigmoid: return vecmath::map(vecmath::Fn::Sigmoid, x, y, n);
     case Unary::Relu: return unary_loop(x, y, n, [](T v) { return v > 0 ? v : T(0); });
     case Unary::Square: return unary_loop(x, y, n, [](T v) { return v * v; });
     case Unary::OneMinusSquare: return unary_loop(x, y, n, [](T v) { return T(1) - v * v; });
@@ -356,7 +362,13 @@ Array matmul(const Array& a_in, const Array& b_in) {
     throw_value("matmul: shapes ", shape_str(a_in.shape()), " and ", shape_str(b_in.shape()),
                 " are not aligned (", K, " != ", K2, ")");
   Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
-  Shape batch = broadcast_shapes(ba, bb, "matmul (batch dims)");
+  Shape batch;
+  try {
+    batch = broadcast_shapes(ba, bb, "matmul");
+  } catch (const ValueError&) {
+    throw_value("matmul: batch dims of shapes ", shape_str(a_in.shape()), " and ", shape_str(b_in.shape()),
+                " cannot be broadcast together");
+  }
   Shape out_shape = batch;
   out_shape.push_back(M);
   out_shape.push_back(N);
@@ -446,7 +458,9 @@ Array softmax(const Array& x, int axis) {
       for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
       if (std::isinf(m) && m < 0) m = 0;  // fully masked row: avoid inf - inf
       T s = 0;
-      for (int64_t j = 0; j < n; ++j) s += (yr[j] = std::exp(xr[j] - m));
+      for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - m;
+      vecmath::map(vecmath::Fn::Exp, yr, yr, n);
+      for (int64_t j = 0; j < n; ++j) s += yr[j];
       const T inv = T(1) / s;
       for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
     }

@@ -5,6 +5,7 @@
 
 #include "jaclab/blas.h"
 #include "jaclab/kernels.h"
+#include "vec/vecmath.h"
 
 namespace jaclab::kernels {
 namespace {
@@ -49,7 +50,7 @@ Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool ca
   Array q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const int n = q.ndim();
   const int64_t T_ = q.shape()[n - 2], dh = q.shape()[n - 1], S = k.shape()[n - 2], dv = v.shape()[n - 1];
-  const int64_t slices = T_ * dh ? q.numel() / (T_ * dh) : 0;
+  const int64_t slices = (T_ != 0 && dh != 0) ? q.numel() / (T_ * dh) : 0;
   Shape out_shape = q.shape();
   out_shape.back() = dv;
   Array out = Array::empty(out_shape, q.dtype());
@@ -69,7 +70,9 @@ Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool ca
         T m = -std::numeric_limits<T>::infinity();
         for (int64_t j = 0; j < visible; ++j) m = std::max(m, row[j]);
         T sum = 0;
-        for (int64_t j = 0; j < visible; ++j) sum += (row[j] = std::exp(row[j] - m));
+        for (int64_t j = 0; j < visible; ++j) row[j] -= m;
+        vecmath::map(vecmath::Fn::Exp, row, row, visible);
+        for (int64_t j = 0; j < visible; ++j) sum += row[j];
         const T inv = visible > 0 ? T(1) / sum : T(0);
         for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
         for (int64_t j = std::max<int64_t>(visible, 0); j < S; ++j) row[j] = T(0);

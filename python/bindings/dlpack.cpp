@@ -52,7 +52,7 @@ py::capsule export_dlpack(const Tensor& t, bool versioned) {
   if (versioned) {
     auto* m = new DLManagedTensorVersioned{};
     m->version = {1, 0};
-    m->flags = 0;
+    m->flags = DLPACK_FLAG_BITMASK_READ_ONLY;  // tensors are immutable values
     fill_export(m, t);
     return py::capsule(m, kVersioned, [](PyObject* cap) {
       // Only a capsule nobody consumed still owns its tensor (consumers rename it to used_*).

@@ -45,7 +45,8 @@ class Tensor {
 
   // Aliases: share value and graph node, differ only in their tangents.
   Tensor with_tangent(int level, const Tensor& t) const;
-  Tensor strip_levels_from(int level) const;  // drops tangents with level >= `level`
+  Tensor strip_levels_from(int level) const;  // drops tangents with level >= `level` (may return *this)
+  Tensor alias_below(int level) const;        // always a new alias, keeping tangents with level < `level`
   Tensor detach() const { return Tensor(impl_->value); }
 
   TensorImpl* impl() const { return impl_.get(); }
