@@ -1,6 +1,6 @@
-// Compiled twice (JL_VEC_NS = avx2 | sse2) with -ffast-math -fno-finite-math-only, which makes
-// glibc declare its SIMD variants so `omp simd` loops call libmvec. Only pure maps live here:
-// nothing that relies on strict IEEE ordering.
+// Compiled twice (JL_VEC_NS = avx2 | sse2) with -D__FAST_MATH__ -fno-math-errno -fopenmp-simd,
+// which makes glibc declare its SIMD variants so the `omp simd` loops call libmvec (a few ulp,
+// special values handled). Only pure elementwise maps live here.
 #include <cmath>
 #include <cstdint>
 
