@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "jaclab/kernels.h"
 
@@ -68,17 +70,62 @@ static void check_rank(const Shape& shape) {
     if (d < 0) throw_value("negative dimension in shape ", shape_str(shape));
 }
 
+namespace {
+// Large blocks are recycled by exact size: derivative computations allocate the same shapes
+// over and over, and returning them to the OS (glibc unmaps big blocks) costs a page fault per
+// 4 KiB on every reuse. Bounded; small blocks go straight to malloc.
+class BlockCache {
+ public:
+  static BlockCache& get() {
+    static BlockCache* cache = new BlockCache();  // never destroyed: blocks may outlive statics
+    return *cache;
+  }
+  void* take(size_t bytes) {
+    if (bytes >= kMinCached) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find(bytes);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= bytes;
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, bytes);  // 64-byte alignment for the BLAS and SIMD loops
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  void give(void* p, size_t bytes) {
+    if (bytes >= kMinCached) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_ + bytes <= kMaxCached) {
+        free_.emplace(bytes, p);
+        cached_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  static constexpr size_t kMinCached = size_t(64) << 10;   // 64 KiB
+  static constexpr size_t kMaxCached = size_t(512) << 20;  // 512 MiB idle at most
+  std::mutex mutex_;
+  std::unordered_multimap<size_t, void*> free_;
+  size_t cached_ = 0;
+};
+}  // namespace
+
 Array Array::empty(const Shape& shape, DType dtype) {
   check_rank(shape);
   Array a;
   size_t nbytes = static_cast<size_t>(numel_of(shape)) * dtype_size(dtype);
-  // 64-byte alignment helps the BLAS and vectorised loops.
-  void* p = std::aligned_alloc(64, ((nbytes + 63) / 64) * 64 + 64);
-  if (!p) throw std::bad_alloc();
+  const size_t block = ((nbytes + 63) / 64) * 64 + 64;
+  void* p = BlockCache::get().take(block);
   a.storage_ = std::make_shared<Storage>();
   a.storage_->data = p;
   a.storage_->nbytes = nbytes;
-  a.storage_->owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  a.storage_->owner = std::shared_ptr<void>(p, [block](void* q) { BlockCache::get().give(q, block); });
   a.shape_ = shape;
   a.strides_ = contiguous_strides(shape);
   a.dtype_ = dtype;
