@@ -8,6 +8,7 @@
 
 #include "jaclab/blas.h"
 #include "jaclab/kernels.h"
+#include "kernel_util.h"
 #include "vec/vecmath.h"
 
 namespace jaclab::kernels {
@@ -35,12 +36,7 @@ Dims4 pad4(const Shape& shape, const Shape& strides, const Shape& out_shape) {
   return d;
 }
 
-template <class F>
-void dispatch_float(DType dt, F&& f) {
-  if (dt == DType::Float32) f(float{});
-  else if (dt == DType::Float64) f(double{});
-  else throw_type("expected a float32 or float64 tensor, got ", dtype_name(dt));
-}
+using detail::dispatch_float;
 
 template <class F>
 void dispatch_all(DType dt, F&& f) {
@@ -337,15 +333,6 @@ MatLayout blas_layout(const Array& a) {
   return {false, CblasNoTrans, 0};
 }
 
-template <class T>
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T* C, int64_t ldc) {
-  if constexpr (std::is_same_v<T, float>)
-    JL_CBLAS(sgemm)(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
-  else
-    JL_CBLAS(dgemm)(CblasRowMajor, ta, tb, M, N, K, 1.0, A, lda, B, ldb, 0.0, C, ldc);
-}
-
 }  // namespace
 
 Array matmul(const Array& a_in, const Array& b_in) {
@@ -413,7 +400,7 @@ Array matmul(const Array& a_in, const Array& b_in) {
     for (int64_t t = 0; t < nbatch; ++t) {
       int64_t oa = 0, ob = 0;
       for (int i = 0; i < nb; ++i) { oa += idx[i] * sa[i]; ob += idx[i] * sb[i]; }
-      gemm<T>(la.trans, lb.trans, M, N, K, A + oa, la.ld, B + ob, lb.ld, C + t * M * N, N);
+      detail::gemm<T>(la.trans, lb.trans, M, N, K, T(1), A + oa, la.ld, B + ob, lb.ld, T(0), C + t * M * N, N);
       for (int i = nb - 1; i >= 0; --i) {
         if (++idx[i] < batch[i]) break;
         idx[i] = 0;

@@ -5,28 +5,12 @@
 
 #include "jaclab/blas.h"
 #include "jaclab/kernels.h"
+#include "kernel_util.h"
 #include "vec/vecmath.h"
 
 namespace jaclab::kernels {
-namespace {
-
-template <class T>
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if constexpr (std::is_same_v<T, float>)
-    JL_CBLAS(sgemm)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  else
-    JL_CBLAS(dgemm)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-template <class F>
-void dispatch_float(DType dt, F&& f) {
-  if (dt == DType::Float32) f(float{});
-  else if (dt == DType::Float64) f(double{});
-  else throw_type("expected a float32 or float64 tensor, got ", dtype_name(dt));
-}
-
-}  // namespace
+using detail::dispatch_float;
+using detail::gemm;
 
 Array linear(const Array& x_in, const Array& W_in, const Array& b_in) {
   Array x = x_in.contiguous(), W = W_in.contiguous(), b = b_in.contiguous();
