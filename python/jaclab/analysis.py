@@ -1,4 +1,9 @@
-"""Analyses: exact per-sample Jacobians (NumPy in, NumPy out).
+"""Analyses: exact per-sample Jacobians and the papers' quantities (NumPy in, NumPy out).
+
+The second half of this module (geometric complexity, Jacobian spectra, Hessian
+eigenvalues / trace / sharpness, modified loss, Lie bracket, softmax radius, Jacobian norms and
+centroids, residual expansion, ICL weight update, LQR gains) follows shared/papers.md; see
+docs/analysis.md.
 
 Per-sample Jacobians use that samples of a batch do not interact in jaclab's blocks (every
 op acts per row, attention per sequence): for a batch function ``F: (B, *in) -> (B, *out)``
@@ -9,10 +14,13 @@ plus one pass of activations; no batch x batch Jacobian is ever formed.
 """
 from __future__ import annotations
 
+import math as _math
+
 import numpy as np
 
 from . import _core
-from .transforms import jvp, vjp
+from ._pytree import tree_flatten as _tree_flatten, tree_unflatten as _tree_unflatten
+from .transforms import grad, hvp, jvp, vjp, value_and_grad as _value_and_grad
 
 __all__ = ["per_sample_jacobian", "input_jacobian", "layer_jacobians", "layer_jacobian"]
 
@@ -120,3 +128,830 @@ def layer_jacobian(model, params, x, l: int, m: int, jacobians: list | None = No
         acc = Jm if acc is None else np.matmul(Jm, acc)
     out_shape = Js[m - 1].shape[1:1 + (Js[m - 1].ndim - 1) // 2]
     return acc.reshape((B,) + tuple(out_shape) + tuple(hs_shapes[l]))
+
+
+# =============================================================================================
+# The papers' quantities (shared/papers.md sections 3-12). NumPy in, NumPy out; float64
+# results when the parameters are float64. "pass" below = one forward pass, one JVP (forward
+# mode pass) or one reverse sweep over the batch; costs are stated in those units.
+# =============================================================================================
+
+__all__ += [
+    "geometric_complexity", "geometric_complexity_grad", "jacobian_spectrum",
+    "hessian_eigs", "hessian_trace", "sharpness", "modified_loss", "lie_bracket",
+    "softmax_radius", "clip_to_radius", "jacobian_norm", "jacobian_norm_regularizer",
+    "centroid", "centroid_alignment", "residual_expansion", "icl_weight_update",
+    "icl_dynamics", "lqr_gains", "position_layer_jacobians",
+]
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+
+
+def _apply_fn(model):
+    """``model.apply`` for a block, or ``model`` itself for a plain ``f(params, x)``."""
+    fn = getattr(model, "apply", None)
+    if fn is not None:
+        return fn
+    if callable(model):
+        return model
+    raise TypeError(f"expected a jl.nn block or a function f(params, x), got {type(model).__name__}")
+
+
+def _np_tree(tree):
+    leaves, td = _tree_flatten(tree)
+    return _tree_unflatten(td, [np.array(np.asarray(a)) for a in leaves])
+
+
+class _Flat:
+    """A params pytree as one float64 vector, and back (each leaf keeps its dtype)."""
+
+    def __init__(self, params):
+        leaves, self.tree = _tree_flatten(params)
+        if not leaves:
+            raise ValueError("params has no arrays")
+        arrs = [np.asarray(a) for a in leaves]
+        self.shapes = [a.shape for a in arrs]
+        self.dtypes = [np.dtype(a.dtype) for a in arrs]
+        self.sizes = [int(a.size) for a in arrs]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        self.n = int(self.offsets[-1])
+        self.params = _tree_unflatten(self.tree, arrs)
+
+    def flatten(self, tree) -> np.ndarray:
+        leaves, td = _tree_flatten(tree)
+        if td != self.tree:
+            raise ValueError(f"pytree structure {td} does not match the params {self.tree}")
+        return np.concatenate([np.asarray(a, np.float64).reshape(-1) for a in leaves])
+
+    def unflatten(self, v) -> object:
+        v = np.asarray(v)
+        parts = [
+            np.ascontiguousarray(v[self.offsets[i]:self.offsets[i + 1]].reshape(s), dtype=dt)
+            for i, (s, dt) in enumerate(zip(self.shapes, self.dtypes))
+        ]
+        return _tree_unflatten(self.tree, parts)
+
+
+def _jl_tree_sqnorm(tree):
+    """sum of squares over a pytree of tensors, as a differentiable jaclab scalar."""
+    total = None
+    for leaf in _tree_flatten(tree)[0]:
+        s = _core.sum(leaf * leaf)
+        total = s if total is None else total + s
+    return total
+
+
+def _per_sample_sq(g, B):
+    """(B, ...) tensor -> (B,) per-sample sums of squares (differentiable)."""
+    return _core.sum(_core.reshape(g * g, (B, int(np.prod(g.shape[1:])))), 1)
+
+
+def _jac_sq_terms(apply, params, x, mode="auto"):
+    """Per-sample ||J_x f(x_b)||_F^2 as a differentiable (B,) tensor: one VJP with cotangent
+    e_i in every sample per output coordinate (reverse; the outer derivative is then
+    reverse-over-reverse) or one JVP with tangent e_j per input coordinate (forward; outer
+    derivative reverse-over-forward), whichever count is smaller."""
+    x = np.asarray(x)
+    B = x.shape[0]
+    out, pullback = vjp(lambda h: apply(params, h), x)
+    n_out = int(np.prod(out.shape[1:]))
+    n_in = int(np.prod(x.shape[1:]))
+    dtype = np.dtype(out.dtype)
+    total = None
+    if mode == "rev" or (mode == "auto" and n_out <= n_in):
+        ct = np.zeros((B, n_out), dtype)
+        for i in range(n_out):
+            ct[:, i] = 1.0
+            (g,) = pullback(_core.array(ct.reshape(out.shape).copy()))
+            ct[:, i] = 0.0
+            s = _per_sample_sq(g, B)
+            total = s if total is None else total + s
+    else:
+        t = np.zeros((B, n_in), x.dtype)
+        for j in range(n_in):
+            t[:, j] = 1.0
+            _, tout = jvp(lambda h: apply(params, h), (x,), (t.reshape(x.shape).copy(),))
+            t[:, j] = 0.0
+            s = _per_sample_sq(tout, B)
+            total = s if total is None else total + s
+    return total
+
+
+# ---- 1. geometric complexity (papers.md section 6) --------------------------------------------
+
+
+def geometric_complexity(model, params, x, mode: str = "auto") -> float:
+    """Geometric complexity ``GC = (1/B) sum_b ||J_x f(x_b)||_F^2`` (exact).
+
+    ``model``: a ``jl.nn`` block (or any ``f(params, x)``), ``x``: ``(B, *in)``; the model maps
+    ``(B, *in) -> (B, *out)`` with samples independent. The Jacobian of sample b is the
+    ``(prod(out), prod(in))`` matrix; no division by dimensions (papers.md section 6: a
+    discrete Dirichlet energy). For generalisation use the logits as ``f``.
+
+    Cost: ``min(prod(out), prod(in))`` passes over the batch (``mode="rev"``: one reverse
+    sweep per output coordinate; ``"fwd"``: one JVP per input coordinate). Returns a float.
+    """
+    if mode not in ("auto", "fwd", "rev"):
+        raise ValueError(f"geometric_complexity: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+    x = np.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"geometric_complexity: x must have a non-empty batch axis, got shape {x.shape}")
+    s = _jac_sq_terms(_apply_fn(model), params, x, mode)
+    return float(np.mean(np.asarray(s)))
+
+
+def geometric_complexity_grad(model, params, x, mode: str = "auto"):
+    """``(GC, dGC/dparams)``: geometric complexity and its exact gradient w.r.t. ``params``.
+
+    The gradient has the pytree of ``params`` (NumPy arrays) and is usable as a regulariser
+    (``loss + lam * GC``). It is the reverse-mode derivative of the traced computation of
+    ``geometric_complexity``: reverse-over-reverse when ``prod(out) <= prod(in)`` (``mode="rev"``),
+    reverse-over-forward otherwise (``mode="fwd"``).
+
+    Cost: ``min(prod(out), prod(in))`` inner passes plus one outer reverse sweep over all of
+    them (about 3x the cost of ``geometric_complexity``); memory holds the graph of all inner
+    passes.
+    """
+    if mode not in ("auto", "fwd", "rev"):
+        raise ValueError(f"geometric_complexity_grad: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+    x = np.asarray(x)
+    apply = _apply_fn(model)
+    value, g = _value_and_grad(lambda p: _core.mean(_jac_sq_terms(apply, p, x, mode)))(params)
+    return float(np.asarray(value)), _np_tree(g)
+
+
+# ---- 2. Jacobian spectra ----------------------------------------------------------------------
+
+
+def jacobian_spectrum(model, params, x, layer=None) -> np.ndarray:
+    """Singular values of per-sample Jacobians, ``(B, k)`` in descending order.
+
+    - ``layer=None``: the input-output Jacobian ``J_x f(x_b)`` of ``model`` (any block),
+      ``k = min(prod(out), prod(in))``.
+    - ``layer=l`` (int, ``Sequential`` only): the layer-to-layer Jacobian
+      ``d h_{l+1} / d h_l`` of layer ``l`` (negative ``l`` counts from the end);
+    - ``layer=(l, m)``: ``d h_m / d h_l`` (product of layer Jacobians, ``0 <= l <= m <= L``).
+
+    Cost: ``min(out, in)`` passes for the Jacobian (of the chosen layer only for an int), one
+    ``np.linalg.svd`` of each ``(out, in)`` block.
+    """
+    x = np.asarray(x)
+    B = x.shape[0]
+    if layer is None:
+        J = per_sample_jacobian(lambda h: _apply_fn(model)(params, h), x)
+        half = (J.ndim - 1) // 2
+        n_out = int(np.prod(J.shape[1:1 + half]))
+    else:
+        layers = getattr(model, "layers", None)
+        if layers is None:
+            raise TypeError(f"jacobian_spectrum: layer= needs a Sequential model, got {type(model).__name__}")
+        if isinstance(layer, tuple):
+            l, m = layer
+            J = layer_jacobian(model, params, x, l, m)
+            hs_ndim = np.asarray(model.apply_layers(params, x)[m]).ndim - 1
+            n_out = int(np.prod(J.shape[1:1 + hs_ndim]))
+        else:
+            L = len(layers)
+            if not -L <= layer < L:
+                raise ValueError(f"jacobian_spectrum: layer {layer} out of range for {L} layers")
+            layer %= L
+            hs = model.apply_layers(params, x)
+            h_in = np.asarray(hs[layer])
+            J = per_sample_jacobian(lambda h: layers[layer].apply(params[layer], h), h_in)
+            n_out = int(np.prod(np.asarray(hs[layer + 1]).shape[1:]))
+    Jm = np.asarray(J, np.float64).reshape(B, n_out, -1)
+    return np.linalg.svd(Jm, compute_uv=False)
+
+
+# ---- 3. Hessian spectrum, trace, sharpness ----------------------------------------------------
+
+
+def _hvp_flat(loss, flat: _Flat):
+    def mv(v):
+        (hv,) = hvp(loss, (flat.params,), (flat.unflatten(v),))
+        return flat.flatten(hv)
+
+    return mv
+
+
+def _lanczos(matvec, n: int, iters: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Lanczos with full (twice-applied Gram-Schmidt) reorthogonalisation. Returns the
+    tridiagonal matrix T (iters x iters) and the basis Q (iters, n). On breakdown (an invariant
+    Krylov subspace) it restarts with a random vector orthogonal to the basis, so that with
+    ``iters == n`` the eigenvalues of T are exactly those of the operator."""
+    Q = np.zeros((iters, n))
+    alpha = np.zeros(iters)
+    beta = np.zeros(max(iters - 1, 0))
+    q = rng.standard_normal(n)
+    q /= np.linalg.norm(q)
+    scale = 0.0
+    for j in range(iters):
+        Q[j] = q
+        w = matvec(q)
+        scale = max(scale, float(np.linalg.norm(w)))
+        a = float(q @ w)
+        w = w - a * q - (beta[j - 1] * Q[j - 1] if j > 0 else 0.0)
+        for _ in range(2):
+            c = Q[:j + 1] @ w
+            w = w - Q[:j + 1].T @ c
+            a += c[j]
+        alpha[j] = a
+        if j == iters - 1:
+            break
+        b = float(np.linalg.norm(w))
+        if b <= 1e-10 * max(scale, 1e-300):
+            r = rng.standard_normal(n)
+            for _ in range(2):
+                r = r - Q[:j + 1].T @ (Q[:j + 1] @ r)
+            q = r / np.linalg.norm(r)
+            beta[j] = 0.0
+        else:
+            q = w / b
+            beta[j] = b
+    T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    return T, Q
+
+
+def _select(evals, which: str, k: int):
+    if which == "LA":
+        order = np.argsort(-evals, kind="stable")
+    elif which == "SA":
+        order = np.argsort(evals, kind="stable")
+    elif which == "LM":
+        order = np.argsort(-np.abs(evals), kind="stable")
+    else:
+        raise ValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
+    return order[:k]
+
+
+def hessian_eigs(loss, params, k: int = 1, method: str = "lanczos", iters: int | None = None, seed: int = 0,
+                 which: str = "LA", return_vectors: bool = False):
+    """``k`` Hessian eigenvalues of scalar ``loss(params)`` from exact Hessian-vector products.
+
+    ``params``: a pytree of arrays, flattened (in ``jl.tree_flatten`` order) to ``n`` numbers.
+    ``which``: ``"LA"`` largest algebraic (default; descending), ``"SA"`` smallest (ascending),
+    ``"LM"`` largest magnitude (descending ``|lambda|``).
+
+    ``method="lanczos"``: Lanczos with full reorthogonalisation, started from a Gaussian vector
+    (``seed``), ``iters`` steps (default ``min(n, max(3k, k + 30))``); one HVP
+    (forward-over-reverse, ``jl.hvp``) per step plus ``O(n * iters)`` NumPy work per step. With
+    ``iters = n`` the eigenvalues are exact to rounding; otherwise the extreme Ritz values
+    converge first. ``method="dense"``: ``n`` HVPs build the full Hessian (symmetrised),
+    then ``np.linalg.eigvalsh``.
+
+    Returns a ``(k,)`` NumPy array, or ``(evals, vecs)`` with ``vecs`` a list of ``k``
+    eigenvector pytrees when ``return_vectors``.
+    """
+    flat = _Flat(params)
+    n = flat.n
+    if not 1 <= k <= n:
+        raise ValueError(f"hessian_eigs: need 1 <= k <= n = {n}, got k={k}")
+    mv = _hvp_flat(loss, flat)
+    if method == "lanczos":
+        it = min(n, max(3 * k, k + 30)) if iters is None else int(iters)
+        if not k <= it <= n:
+            raise ValueError(f"hessian_eigs: need k <= iters <= n = {n}, got iters={it}")
+        T, Q = _lanczos(mv, n, it, np.random.default_rng(seed))
+        evals, S = np.linalg.eigh(T)
+        idx = _select(evals, which, k)
+        vals, vecs = evals[idx], (Q.T @ S[:, idx]).T
+    elif method == "dense":
+        H = np.empty((n, n))
+        e = np.zeros(n)
+        for i in range(n):
+            e[i] = 1.0
+            H[:, i] = mv(e)
+            e[i] = 0.0
+        evals, V = np.linalg.eigh(0.5 * (H + H.T))
+        idx = _select(evals, which, k)
+        vals, vecs = evals[idx], V[:, idx].T
+    else:
+        raise ValueError(f"hessian_eigs: method must be 'lanczos' or 'dense', got {method!r}")
+    if return_vectors:
+        return vals, [flat.unflatten(v) for v in vecs]
+    return vals
+
+
+def hessian_trace(loss, params, n_probes: int = 100, seed: int = 0, probes: str = "rademacher",
+                  return_std: bool = False):
+    """Hutchinson estimate of ``tr H`` for scalar ``loss(params)``: the mean of ``v^T H v``.
+
+    ``probes``: ``"rademacher"`` (entries +-1; unbiased, variance per probe
+    ``2(||H||_F^2 - sum_i H_ii^2)``), ``"gaussian"`` (unbiased, variance ``2||H||_F^2``), or
+    ``"basis"`` (coordinate vectors: a uniformly random subset of ``min(n_probes, n)``
+    coordinates without replacement, scaled by ``n / n_probes``; unbiased, and EXACT, with the
+    deterministic full basis, when ``n_probes >= n``).
+
+    Cost: ``n_probes`` (at most ``n`` for ``"basis"``) HVPs. Returns a float, or
+    ``(estimate, standard_error)`` when ``return_std`` (standard error of the mean over probes;
+    0 for the exact basis case).
+    """
+    flat = _Flat(params)
+    n = flat.n
+    if n_probes < 1:
+        raise ValueError(f"hessian_trace: n_probes must be >= 1, got {n_probes}")
+    mv = _hvp_flat(loss, flat)
+    rng = np.random.default_rng(seed)
+    if probes == "basis":
+        m = min(n_probes, n)
+        idx = np.arange(n) if m == n else rng.choice(n, size=m, replace=False)
+        e = np.zeros(n)
+        diag = np.empty(m)
+        for t, i in enumerate(idx):
+            e[i] = 1.0
+            diag[t] = mv(e)[i]
+            e[i] = 0.0
+        est = float(n * np.mean(diag))
+        if m == n:
+            se = 0.0
+        elif m > 1:  # without replacement: finite-population correction
+            se = float(n * np.std(diag, ddof=1) / np.sqrt(m) * np.sqrt(1 - m / n))
+        else:
+            se = float("nan")
+    elif probes in ("rademacher", "gaussian"):
+        samples = np.empty(n_probes)
+        for t in range(n_probes):
+            v = rng.choice([-1.0, 1.0], size=n) if probes == "rademacher" else rng.standard_normal(n)
+            samples[t] = float(v @ mv(v))
+        est = float(np.mean(samples))
+        se = float(np.std(samples, ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
+    else:
+        raise ValueError(f"hessian_trace: probes must be 'rademacher', 'gaussian' or 'basis', got {probes!r}")
+    return (est, se) if return_std else est
+
+
+def sharpness(loss, params, lr: float, iters: int | None = None, seed: int = 0):
+    """``(lambda_max, lambda_max / (2 / lr))``: the top Hessian eigenvalue of ``loss`` at
+    ``params`` (Lanczos, as ``hessian_eigs(k=1)``) and its ratio to the GD stability threshold
+    ``2 / lr`` (ratio > 1: GD with step ``lr`` is unstable along the top eigenvector of the local
+    quadratic model). Cost: ``iters`` HVPs (default ``min(n, 31)``)."""
+    if lr <= 0:
+        raise ValueError(f"sharpness: lr must be > 0, got {lr}")
+    lam = float(hessian_eigs(loss, params, k=1, iters=iters, seed=seed)[0])
+    return lam, lam * lr / 2.0
+
+
+# ---- 4. modified loss (IGR, section 12) and Lie bracket (section 8) ---------------------------
+
+
+def modified_loss(loss, params, lr: float):
+    """Implicit-gradient-regularisation loss ``L~ = L + (h/4) ||grad L||^2`` (``h = lr``) and
+    its exact gradient ``grad L + (h/2) H grad L`` (reverse-over-reverse: the gradient of a
+    function that calls ``jl.grad``). GD with step ``h`` follows the flow of ``-grad L~`` to
+    ``O(h^3)`` per step (papers.md section 12).
+
+    ``loss(params)`` returns a scalar. Returns ``(value, grad)``, ``grad`` with the pytree of
+    ``params``. Cost: one gradient pass inside one outer reverse sweep (about 3-4 passes).
+    """
+    h = float(lr)
+    inner = grad(loss)
+
+    def mod(p):
+        return loss(p) + _jl_tree_sqnorm(inner(p)) * (h / 4.0)
+
+    value, g = _value_and_grad(mod)(params)
+    return float(np.asarray(value)), _np_tree(g)
+
+
+def lie_bracket(loss_a, loss_b, params):
+    """Lie bracket of the two gradient fields, ``[g_A, g_B] = H_B g_A - H_A g_B``
+    (papers.md section 8: ``[X, Y] = (DY) X - (DX) Y``; the sign is that of the order "task A
+    first, then task B"). It is the leading term of the commutator of the two gradient flows:
+    ``phi^B_t(phi^A_t(theta)) - phi^A_t(phi^B_t(theta)) = t^2 [g_A, g_B] + O(t^3)`` (also for GD
+    steps ``T(theta) = theta - t g(theta)``). Antisymmetric; ``[g, g] = 0``.
+
+    Returns a pytree like ``params``. Cost: one gradient and two HVPs (3 passes + 2 sweeps).
+    """
+    gA = grad(loss_a)(params)
+    gB, HB_gA = jvp(grad(loss_b), (params,), (_np_tree(gA),))
+    _, HA_gB = jvp(grad(loss_a), (params,), (_np_tree(gB),))
+    la, td = _tree_flatten(HB_gA)
+    lb, _ = _tree_flatten(HA_gB)
+    return _tree_unflatten(td, [np.asarray(u) - np.asarray(v) for u, v in zip(la, lb)])
+
+
+# ---- 5. softmax convergence radius (papers.md section 9) --------------------------------------
+
+
+def softmax_radius(model, params, x, direction, labels=None) -> dict:
+    """Convergence radius of the cross-entropy along a parameter step (Ghosts of Softmax).
+
+    ``model`` maps ``x`` ``(B, ...)`` to logits ``z`` ``(B, K)``; ``direction`` is the step
+    ``p`` (a pytree like ``params``, e.g. the optimizer's actual update), with
+    ``tau = ||p||`` and unit direction ``v = p / ||p||``. ONE parameter-space JVP over the batch
+    gives ``z`` and ``a = J_z v`` ``(B, K)`` (cost: one forward-mode pass). Returns a dict:
+
+    - ``"logits"`` ``z`` ``(B, K)`` and ``"a"`` ``(B, K)``;
+    - ``"spread"`` ``Delta_a(x) = max_k a_k - min_k a_k`` ``(B,)``;
+    - ``"rho"``: per-sample lower bound ``pi / Delta_a(x)`` on the radius ``(B,)`` (every
+      complex zero of ``F(t) = sum_k e^{z_k + a_k t}`` has ``|Im t| >= pi / Delta_a``);
+    - ``"rho_batch"``: ``pi / max_x Delta_a(x)`` (float);
+    - ``"step"``: ``tau``, and ``"r"``: the normalised step ``tau / rho_batch``
+      (``r < 1`` suffices for the linearised loss's Taylor series to converge at the step);
+    - ``"rho_binary"`` (``K == 2`` only): the exact radius ``sqrt(delta^2 + pi^2) / |a_1 - a_2|``,
+      ``delta = z_1 - z_2``;
+    - ``"rho_top2"`` (when ``labels`` ``(B,)`` ints are given): ``sqrt(delta^2 + pi^2) /
+      |a_y - a_c|`` with ``c`` the highest-logit class other than ``y``, ``delta = z_y - z_c``.
+
+    Zero spreads give ``inf`` radii. ``direction`` must be nonzero.
+    """
+    apply = _apply_fn(model)
+    flat = _Flat(params)
+    pvec = flat.flatten(direction)
+    tau = float(np.linalg.norm(pvec))
+    if not tau > 0:
+        raise ValueError("softmax_radius: direction must be a nonzero step")
+    x = np.asarray(x)
+    z, a = jvp(lambda p: apply(p, x), (flat.params,), (flat.unflatten(pvec / tau),))
+    z, a = np.array(np.asarray(z), np.float64), np.array(np.asarray(a), np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"softmax_radius: the model must return logits (B, K), got shape {z.shape}")
+    B, K = z.shape
+    spread = a.max(axis=1) - a.min(axis=1)
+    with np.errstate(divide="ignore"):
+        rho = np.pi / spread
+        rho_batch = float(np.pi / spread.max())
+    out = {"logits": z, "a": a, "spread": spread, "rho": rho, "rho_batch": rho_batch, "step": tau,
+           "r": tau / rho_batch}
+    with np.errstate(divide="ignore"):
+        if K == 2:
+            out["rho_binary"] = np.sqrt((z[:, 0] - z[:, 1]) ** 2 + np.pi ** 2) / np.abs(a[:, 0] - a[:, 1])
+        if labels is not None:
+            y = np.asarray(labels).astype(int).reshape(B)
+            zc = z.copy()
+            zc[np.arange(B), y] = -np.inf
+            c = zc.argmax(axis=1)
+            r = np.arange(B)
+            out["rho_top2"] = np.sqrt((z[r, y] - z[r, c]) ** 2 + np.pi ** 2) / np.abs(a[r, y] - a[r, c])
+    return out
+
+
+def clip_to_radius(update, rho: float):
+    """``min(1, rho / ||p||) * p`` for an update ``p`` (array or pytree; the norm is over the
+    whole pytree), so that ``||p~|| = min(||p||, rho)`` (papers.md section 9, the controller of
+    Prop. 5.2 with ``rho = softmax_radius(...)["rho_batch"]``). Returns NumPy arrays with the
+    structure of ``update``."""
+    leaves, td = _tree_flatten(update)
+    arrs = [np.asarray(a) for a in leaves]
+    norm = float(np.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrs)))
+    s = 1.0 if norm <= rho or norm == 0.0 else float(rho) / norm
+    return _tree_unflatten(td, [(a * s).astype(a.dtype) for a in arrs])
+
+
+# ---- 6. Jacobian norms and centroids (GrokAlign, papers.md section 11) ------------------------
+
+
+def _jacnorm_tensor(apply, params, x, n_projections, seed, probes):
+    """(B,) differentiable tensor of per-sample Frobenius-norm estimates."""
+    x = np.asarray(x)
+    B = x.shape[0]
+    if n_projections is None:
+        return _core.sqrt(_jac_sq_terms(apply, params, x))
+    out, pullback = vjp(lambda h: apply(params, h), x)
+    k = int(np.prod(out.shape[1:]))
+    dtype = np.dtype(out.dtype)
+    P = int(n_projections)
+    if P < 1:
+        raise ValueError(f"jacobian_norm: n_projections must be >= 1, got {P}")
+    rng = np.random.default_rng(seed)
+    total = None
+    for p in range(P):
+        if probes == "sphere":
+            v = rng.standard_normal((B, k))
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+        elif probes == "basis":
+            v = np.zeros((B, k))
+            v[:, p % k] = 1.0
+        else:
+            raise ValueError(f"jacobian_norm: probes must be 'sphere' or 'basis', got {probes!r}")
+        (g,) = pullback(_core.array(v.astype(dtype).reshape(out.shape)))
+        s = _per_sample_sq(g, B)
+        total = s if total is None else total + s
+    est = total * (k / P)
+    # sqrt(max(est, 1e-8)) as in GrokAlign, written with relu so it stays differentiable.
+    return _core.sqrt(_core.relu(est - 1e-8) + 1e-8)
+
+
+def jacobian_norm(model, params, x, n_projections: int | None = None, seed: int = 0,
+                  probes: str = "sphere") -> np.ndarray:
+    """Per-sample Frobenius norm ``||J_x f(x_b)||_F``, ``(B,)``.
+
+    ``n_projections=None``: exact (``min(out, in)`` passes). ``n_projections=P``: the GrokAlign
+    estimate ``sqrt(max((k/P) sum_p ||J^T v_p||^2, 1e-8))`` with ``k = prod(out)`` and ``P``
+    random unit cotangents ``v_p`` per sample (``probes="sphere"``, ``seed``; unbiased for
+    ``||J||_F^2``), or coordinate vectors ``e_{p mod k}`` (``probes="basis"``: exact when
+    ``P = k``). Cost: one forward and ``P`` reverse sweeps. For a differentiable version
+    (training regulariser) use ``jacobian_norm_regularizer``; the two agree.
+    """
+    return np.array(np.asarray(_jacnorm_tensor(_apply_fn(model), params, x, n_projections, seed, probes)))
+
+
+def jacobian_norm_regularizer(model, x, n_projections: int | None = 1, seed: int = 0, probes: str = "sphere"):
+    """A function ``R(params)`` -> jaclab scalar ``mean_b jacobian_norm(...)_b`` (GrokAlign's
+    regulariser, papers.md section 11: the Frobenius NORM, not squared), differentiable under
+    ``jl.grad`` (reverse-over-reverse), for ``loss + lam * R(params)``. The probes are fixed
+    by ``seed`` at every call (resample by changing ``seed``). ``n_projections=None``: exact."""
+    apply = _apply_fn(model)
+    x = np.asarray(x)
+    return lambda params: _core.mean(_jacnorm_tensor(apply, params, x, n_projections, seed, probes))
+
+
+def centroid(model, params, x) -> np.ndarray:
+    """Centroid ``mu(x_b) = J_x f(x_b)^T 1`` (sum of the rows of the per-sample input
+    Jacobian, i.e. the input gradient of ``sum_i f_i``), shape of ``x``. Cost: one forward and
+    ONE reverse sweep (cotangent of ones in every sample)."""
+    x = np.asarray(x)
+    out, pullback = vjp(lambda h: _apply_fn(model)(params, h), x)
+    (g,) = pullback(_core.ones(tuple(out.shape), np.dtype(out.dtype)))
+    return np.array(np.asarray(g))
+
+
+def centroid_alignment(model, params, x) -> np.ndarray:
+    """``cos(mu(x_b), x_b)`` per sample, ``(B,)``, with ``mu`` from ``centroid`` (flattened per
+    sample). 1 for Jacobian-aligned samples. Cost: one forward and one reverse sweep."""
+    x = np.asarray(x)
+    B = x.shape[0]
+    mu = centroid(model, params, x).reshape(B, -1).astype(np.float64)
+    xf = x.reshape(B, -1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(mu * xf, axis=1) / (np.linalg.norm(mu, axis=1) * np.linalg.norm(xf, axis=1))
+
+
+# ---- 7. residual expansion (papers.md section 5) ----------------------------------------------
+
+
+def residual_expansion(model, params, x, max_order: int | None = None, method: str = "paths") -> dict:
+    """Decomposition of a residual tower's output by path order.
+
+    ``model``: a ``Sequential`` of ``Residual(f_k, scale=lam_k)`` layers, so
+    ``x_k = x_{k-1} + lam_k f_k(x_{k-1})``, ``n`` layers. Order ``m`` collects the paths through
+    exactly ``m`` blocks (``C(n, m)`` of them). ``max_order`` defaults to ``n``.
+
+    ``method="paths"`` (default): the path recursion ``e_0 = x``,
+    ``e_m <- e_m + lam_k f_k(e_{m-1})`` over the layers (one block application per layer on
+    the ``max_order`` stacked orders). For LINEAR blocks (``f_k(x) = A_k x``, e.g. ``Linear``
+    with zero bias, or an identity-activation ``MLP`` with zero biases)
+    ``e_m = sum_{i_m > ... > i_1} lam_{i_m}...lam_{i_1} A_{i_m} ... A_{i_1} x`` exactly, and with
+    ``max_order = n`` the orders sum to the output. For nonlinear (or affine) blocks only
+    ``e_0 = x`` and ``e_1 = sum_k lam_k f_k(x)`` are the expansion's terms; the output is the
+    power series ``x + lam sum_k f_k(x) + lam^2 sum_{i<j} Df_j(x)[f_i(x)] + O(lam^3)``
+    (papers.md section 5), so the path terms of order >= 2 do NOT sum back to it.
+
+    ``method="moebius"``: the exact path decomposition for ANY blocks (inclusion-exclusion over
+    sub-towers ``F_T``, T a subset of the layers kept in order):
+    ``order_m = sum_{|T| <= m} (-1)^{m-|T|} C(n-|T|, m-|T|) F_T(x)``. The orders sum to the output
+    exactly when ``max_order = n``; the order-m term is ``O(lam^m)`` for smooth blocks and equals
+    the ``"paths"`` term for linear ones. Cost: one block application per subset with
+    ``|T| <= max_order`` (``2^n`` for all orders); limited to ``n <= 16``.
+
+    Returns a dict: ``"terms"`` ``(max_order+1, *x.shape)``, ``"norms"`` ``(max_order+1, B)``
+    per-sample norms of each order, ``"n_paths"`` ``C(n, m)``, ``"output"`` (the network output)
+    and ``"remainder"`` = output - sum of the terms.
+    """
+    layers = getattr(model, "layers", None)
+    from .nn import Residual  # local: nn imports nothing from here
+
+    if layers is None or not all(isinstance(layer, Residual) for layer in layers):
+        raise TypeError("residual_expansion: needs a Sequential of Residual layers")
+    n = len(layers)
+    M = n if max_order is None else int(max_order)
+    if not 0 <= M <= n:
+        raise ValueError(f"residual_expansion: need 0 <= max_order <= {n}, got {max_order}")
+    x = np.asarray(x)
+    B = x.shape[0]
+    lams = [float(layer.scale) for layer in layers]
+
+    def f(k, h):
+        return np.array(np.asarray(layers[k].block.apply(params[k], h)))
+
+    if method == "paths":
+        dt = np.result_type(x.dtype, np.float32)
+        terms = [x.astype(dt)] + [np.zeros(x.shape, dt) for _ in range(M)]
+        for k in range(n):
+            if M == 0:
+                break
+            stacked = np.concatenate(terms[:M], axis=0)  # orders 0..M-1, one block call
+            fk = f(k, stacked).reshape((M,) + x.shape)
+            for m in range(1, M + 1):
+                terms[m] = terms[m] + lams[k] * fk[m - 1]
+    elif method == "moebius":
+        if n > 16:
+            raise ValueError(f"residual_expansion: method='moebius' is limited to 16 layers, got {n}")
+        Fs = {}  # size -> summed F_T over subsets of that size
+
+        def rec(start, size, h):
+            Fs[size] = Fs.get(size, 0.0) + h
+            if size == M:
+                return
+            for k in range(start, n):
+                rec(k + 1, size + 1, h + lams[k] * f(k, h))
+
+        rec(0, 0, x)
+        terms = []
+        for m in range(M + 1):
+            acc = np.zeros_like(Fs[0])
+            for t in range(m + 1):
+                acc = acc + (-1) ** (m - t) * _math.comb(n - t, m - t) * Fs[t]
+            terms.append(acc)
+    else:
+        raise ValueError(f"residual_expansion: method must be 'paths' or 'moebius', got {method!r}")
+    terms = np.stack(terms)
+    output = np.array(np.asarray(model.apply(params, x)))
+    norms = np.linalg.norm(terms.reshape(M + 1, B, -1), axis=2)
+    return {"terms": terms, "norms": norms, "n_paths": np.array([_math.comb(n, m) for m in range(M + 1)]),
+            "output": output, "remainder": output - terms.sum(axis=0)}
+
+
+# ---- 8. in-context learning as a rank-1 weight update (papers.md section 3) -------------------
+
+
+def _tb_parts(block, params, seq):
+    """For a TransformerBlock on ``seq`` (B, T, d): the last position's skip stream
+    ``h = x + s*Attn(N1(x))`` and the MLP input ``a = N2(h)``, both (B, d) NumPy."""
+    from .nn import LayerNorm, RMSNorm
+
+    norm = {"layer": LayerNorm(block.d_model), "rms": RMSNorm(block.d_model), None: None}[block.norm]
+    n1 = norm.apply(params["norm1"], seq) if norm else seq
+    h = np.asarray(seq) + block.scale * np.asarray(block.attn.apply(params["attn"], n1))
+    a = np.asarray(norm.apply(params["norm2"], h)) if norm else h
+    return np.array(h[:, -1]), np.array(a[:, -1])
+
+
+def _icl_inputs(block, context, x):
+    from .nn import TransformerBlock
+
+    if not isinstance(block, TransformerBlock):
+        raise TypeError(f"icl: needs a TransformerBlock, got {type(block).__name__}")
+    C, x = np.asarray(context), np.asarray(x)
+    if x.ndim == 1:
+        x, C = x[None], (C[None] if C.ndim == 2 else C)
+    if x.ndim != 2 or C.ndim != 3 or C.shape[0] != x.shape[0] or C.shape[2] != block.d_model or x.shape[1] != block.d_model:
+        raise ValueError(f"icl: need context (B, n, d) and x (B, d) with d = {block.d_model}, "
+                         f"got {C.shape} and {x.shape}")
+    return C, x
+
+
+def _rank1(W1, a_x, dA):
+    # row convention (MLP input u @ W1): a_x @ (W1 + dW) = (a_x + dA) @ W1
+    return np.einsum("bi,bj->bij", a_x, dA @ W1) / np.sum(a_x * a_x, axis=1)[:, None, None]
+
+
+def icl_weight_update(block, params, context, x) -> dict:
+    """The context of a ``TransformerBlock`` as a rank-1 update of its MLP's first weight.
+
+    ``context`` ``(B, n, d)`` (or ``(n, d)``), ``x`` ``(B, d)`` (or ``(d,)``): the output with
+    context is the block applied to ``[C; x]`` (``(B, n+1, d)``), read at the last position;
+    without context, the block applied to ``[x]`` (``T = 1``). With ``h`` the skip stream after
+    attention and ``a = N2(h)`` the MLP input (pre-norm: ``y = h + s * MLP(a)``), jaclab's row
+    convention ``MLP(a) = act(a @ W1 + b1) @ W2 + b2`` gives (papers.md section 3, transposed)
+
+        dW = a_x^T (dA @ W1) / ||a_x||^2,   dA = a(C, x) - a(x)     (rank 1, ``(d, d_hidden)``)
+
+    so that ``a_x @ (W1 + dW) = a(C, x) @ W1``: the MLP of the context-free token with
+    ``W1 + dW`` reproduces the MLP with context exactly (``b1`` unchanged; ``dW`` is the
+    minimum-Frobenius-norm such update). Because of the skip connection around the MLP, the
+    block's output also shifts by ``skip = h(C, x) - h(x)`` (the "thought vector"):
+    ``block_W(C, x) = block_{W1 + dW}(x) + skip``.
+
+    Returns a dict: ``"dW"`` ``(B, d, d_hidden)``, ``"skip"`` ``(B, d)``, ``"a_x"``, ``"dA"``
+    ``(B, d)``, ``"y_context"`` ``(B, d)`` (block output with context) and ``"residual"``
+    ``(B,)``: ``max |block_W(C, x) - (block_{W1+dW}(x) + skip)|``, both sides evaluated with
+    ``block.apply``. Cost: forward passes only (two block evaluations per sample, two
+    attention/norm evaluations for the parts).
+    """
+    C, x = _icl_inputs(block, context, x)
+    B = x.shape[0]
+    seq = np.concatenate([C, x[:, None]], axis=1)
+    h_c, a_c = _tb_parts(block, params, seq)
+    h_x, a_x = _tb_parts(block, params, x[:, None])
+    W1 = np.asarray(params["mlp"]["W1"])
+    dA = a_c - a_x
+    dW = _rank1(W1, a_x, dA)
+    skip = h_c - h_x
+    y_c = np.array(np.asarray(block.apply(params, seq))[:, -1])
+    resid = np.empty(B)
+    for b in range(B):
+        pb = dict(params)
+        pb["mlp"] = dict(params["mlp"], W1=(W1 + dW[b]).astype(W1.dtype))
+        y_b = np.asarray(block.apply(pb, x[b:b + 1, None]))[0, 0] + skip[b]
+        resid[b] = float(np.max(np.abs(y_c[b] - y_b)))
+    return {"dW": dW, "skip": skip, "a_x": a_x, "dA": dA, "y_context": y_c, "residual": resid}
+
+
+def icl_dynamics(block, params, context, x) -> dict:
+    """Token-by-token implicit updates: ``W_i = W1 + dW(c_1..c_i)`` for ``i = 0..n``
+    (``dW`` as in ``icl_weight_update``, with the context truncated to its first ``i`` tokens;
+    ``dW_0 = 0``). Consecutive steps are online GD on a linear loss with learning rate
+    ``1 / ||a_x||^2`` (papers.md section 3). Returns ``"dW"`` ``(n+1, B, d, d_hidden)``,
+    ``"skip"`` ``(n+1, B, d)`` and ``"step_norms"`` ``(n, B)``: ``||W_{i+1} - W_i||_F``.
+    Cost: ``n + 1`` forward passes of attention."""
+    C, x = _icl_inputs(block, context, x)
+    n = C.shape[1]
+    W1 = np.asarray(params["mlp"]["W1"])
+    h_x, a_x = _tb_parts(block, params, x[:, None])
+    dWs, skips = [], []
+    for i in range(n + 1):
+        h_i, a_i = (h_x, a_x) if i == 0 else _tb_parts(block, params, np.concatenate([C[:, :i], x[:, None]], axis=1))
+        dWs.append(_rank1(W1, a_x, a_i - a_x))
+        skips.append(h_i - h_x)
+    dWs = np.stack(dWs)
+    steps = np.linalg.norm(np.diff(dWs, axis=0).reshape(n, x.shape[0], -1), axis=2)
+    return {"dW": dWs, "skip": np.stack(skips), "step_norms": steps}
+
+
+# ---- 9. LQR steering over layer Jacobians (papers.md section 10) ------------------------------
+
+
+def position_layer_jacobians(model, params, x, position: int = -1, average: bool = True) -> np.ndarray:
+    """Exact Jacobians ``A_l = d [f_l(X)]_p / d x_p`` of each layer of a ``Sequential`` at one
+    token position ``p`` of sequence inputs ``x`` ``(B, T, d)`` (other positions held fixed at
+    their values on the forward pass), ``(L, d_out, d_in)`` averaged over the batch
+    (``average=True``, as for LQR steering) or ``(L, B, d_out, d_in)``. Cost: per layer
+    ``min(d_out, d_in)`` passes."""
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        raise TypeError(f"position_layer_jacobians: needs a Sequential model, got {type(model).__name__}")
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"position_layer_jacobians: needs x (B, T, d), got shape {x.shape}")
+    T = x.shape[1]
+    if not -T <= position < T:
+        raise ValueError(f"position_layer_jacobians: position {position} out of range for T={T}")
+    p = position % T
+    hs = [np.array(np.asarray(h)) for h in model.apply_layers(params, x)]
+    out = []
+    for layer, prm, h in zip(layers, params, hs[:-1]):
+        put = np.zeros((T, 1), h.dtype)
+        put[p, 0] = 1.0
+        take = np.ascontiguousarray(put.T)
+        rest = h.copy()
+        rest[:, p] = 0.0
+
+        def fn(v, layer=layer, prm=prm, rest=rest, put=put, take=take):
+            B, d = v.shape
+            seq = _core.matmul(put, _core.reshape(v, (B, 1, d))) + rest  # (B, T, d), v at position p
+            y = layer.apply(prm, seq)
+            return _core.reshape(_core.matmul(take, y), (B, y.shape[2]))
+
+        out.append(per_sample_jacobian(fn, np.ascontiguousarray(h[:, p])))
+    J = np.stack(out)
+    return J.mean(axis=1) if average else J
+
+
+def _per_step(M, T, name):
+    M = np.asarray(M, np.float64)
+    if M.ndim == 0:
+        return None, M
+    if M.ndim == 2:
+        return np.broadcast_to(M, (T,) + M.shape), None
+    if M.ndim == 3 and M.shape[0] == T:
+        return M, None
+    raise ValueError(f"lqr_gains: {name} must be a scalar, (m, m) or (T, m, m), got shape {M.shape}")
+
+
+def lqr_gains(A, Q, R, S_T, B=None):
+    """Finite-horizon time-varying LQR gains by the Riccati recursion (papers.md section 10).
+
+    Dynamics ``x_{t+1} = A_t x_t + B_t u_t`` (``t = 0..T-1``), cost
+    ``sum_t (x_t^T Q_t x_t + u_t^T R_t u_t) + x_T^T S_T x_T``. ``A`` ``(T, d, d)``; ``B``
+    ``(T, d, m)`` or ``(d, m)`` (default identity: controls added to the layer outputs);
+    ``Q``, ``R``, ``S_T``: scalars (times identity), matrices, or per-step ``(T, ., .)``.
+    Recursion, from ``S_T``: ``P = B^T S B + R``, ``F = B^T S A``, ``K_t = P^{-1} F``,
+    ``S_t = Q_t + A^T S A - F^T P^{-1} F``.
+
+    Returns ``(K, S)``: ``K`` ``(T, m, d)`` with the optimal control ``u_t = -K_t x_t``, and
+    ``S`` ``(T+1, d, d)`` with the optimal cost-to-go ``x_t^T S_t x_t`` (``S[T] = S_T``). For
+    activation steering, ``A`` are the (averaged) exact layer Jacobians, e.g. from
+    ``position_layer_jacobians``. Cost: ``O(T d^3)``.
+    """
+    A = np.asarray(A, np.float64)
+    if A.ndim != 3 or A.shape[1] != A.shape[2]:
+        raise ValueError(f"lqr_gains: A must be (T, d, d), got shape {A.shape}")
+    T, d, _ = A.shape
+    if B is None:
+        Bs = np.broadcast_to(np.eye(d), (T, d, d))
+    else:
+        Bs = np.asarray(B, np.float64)
+        Bs = np.broadcast_to(Bs, (T,) + Bs.shape) if Bs.ndim == 2 else Bs
+        if Bs.shape[:2] != (T, d):
+            raise ValueError(f"lqr_gains: B must be (d, m) or (T, d, m), got shape {np.shape(B)}")
+    m = Bs.shape[2]
+    Qs, q = _per_step(Q, T, "Q")
+    Rs, r = _per_step(R, T, "R")
+    S = np.asarray(S_T, np.float64)
+    S = S * np.eye(d) if S.ndim == 0 else S
+    K = np.empty((T, m, d))
+    Ss = np.empty((T + 1, d, d))
+    Ss[T] = S
+    for t in range(T - 1, -1, -1):
+        At, Bt = A[t], Bs[t]
+        Qt = q * np.eye(d) if Qs is None else Qs[t]
+        Rt = r * np.eye(m) if Rs is None else Rs[t]
+        P = Bt.T @ S @ Bt + Rt
+        F = Bt.T @ S @ At
+        K[t] = np.linalg.solve(P, F)
+        S = Qt + At.T @ S @ At - F.T @ K[t]
+        S = 0.5 * (S + S.T)
+        Ss[t] = S
+    return K, Ss
