@@ -19,7 +19,15 @@ Conventions (fixed so any result can be checked against another framework):
   pre-norm, ``h = x + scale*Attn(N1(x))``, ``y = h + scale*MLP(N2(h))``;
   params ``{"norm1", "attn", "norm2", "mlp"}`` (norm entries are ``{}`` when ``norm=None``)
 - ``Sequential(*layers)``: params is a list, one entry per layer (``{}`` for layers without
-  params); activation layers ``Tanh()``, ``ReLU()``, ``GELU()``, ``GELUTanh()``, ``Sigmoid()``.
+  params); activation layers ``Tanh()``, ``ReLU()``, ``GELU()``, ``GELUTanh()``, ``Sigmoid()``;
+  ``LastToken()`` maps ``(B, T, d)`` to ``(B, d)`` (last position; a readout for sequence models).
+
+C++ specs: ``model._spec()`` builds the same model in C++ (``cpp/include/jaclab/model.h``) for
+loops that run without Python (``jl.optim.train``). The spec takes the parameters as ONE flat
+list in ``jl.tree_flatten(params)`` order: depth first, dict keys sorted (upper case before lower
+case), e.g. MLP ``[W1, W2, b1, b2]``, Attention ``[Wk, Wo, Wq, Wv]``, LayerNorm ``[b, g]``,
+TransformerBlock ``attn, mlp, norm1, norm2``; ``model._spec().apply(flat, x)`` equals
+``model.apply(params, x)``.
 
 Initialisation (deterministic per seed, NumPy ``default_rng``): weight matrices are drawn
 from ``N(0, 1/fan_in)`` in the order the parameters are listed above; biases are 0; norm gains
@@ -37,7 +45,7 @@ from ._core import Tensor
 
 __all__ = [
     "Module", "Linear", "MLP", "LayerNorm", "RMSNorm", "Attention", "Residual", "TransformerBlock",
-    "Sequential", "Activation", "Tanh", "ReLU", "GELU", "GELUTanh", "Sigmoid",
+    "Sequential", "LastToken", "Activation", "Tanh", "ReLU", "GELU", "GELUTanh", "Sigmoid",
 ]
 
 
@@ -89,6 +97,12 @@ class Module:
     def apply(self, params, x) -> Tensor:
         raise NotImplementedError
 
+    def _spec(self):
+        """The C++ model spec of this block (``jaclab/model.h``), used by ``jl.optim.train``.
+
+        It takes the parameters as one flat list in ``jl.tree_flatten(params)`` order."""
+        raise NotImplementedError(f"{type(self).__name__} has no C++ spec")
+
     def apply_layers(self, params, x) -> list:
         """Activations at layer boundaries: ``[x, output]`` for a single block."""
         return [_core.array(x) if not isinstance(x, Tensor) else x, self.apply(params, x)]
@@ -105,6 +119,9 @@ class Linear(Module):
     def init(self, seed=0, dtype=np.float64):
         rng, dt = _rng(seed), _dtype(dtype)
         return {"W": _normal(rng, (self.d_in, self.d_out), self.d_in, dt), "b": np.zeros(self.d_out, dt)}
+
+    def _spec(self):
+        return _core.spec_linear(self.d_in, self.d_out)
 
     def apply(self, params, x):
         _check_keys("Linear", params, ("W", "b"))
@@ -134,6 +151,9 @@ class MLP(Module):
             "b2": np.zeros(self.d_out, dt),
         }
 
+    def _spec(self):
+        return _core.spec_mlp(self.d_in, self.d_hidden, self.d_out, self.activation)
+
     def apply(self, params, x):
         _check_keys("MLP", params, ("W1", "b1", "W2", "b2"))
         want = {"W1": (self.d_in, self.d_hidden), "b1": (self.d_hidden,), "W2": (self.d_hidden, self.d_out),
@@ -153,6 +173,9 @@ class LayerNorm(Module):
         dt = _dtype(dtype)
         return {"g": np.ones(self.d, dt), "b": np.zeros(self.d, dt)}
 
+    def _spec(self):
+        return _core.spec_layer_norm(self.d, self.eps)
+
     def apply(self, params, x):
         _check_keys("LayerNorm", params, ("g", "b"))
         _check_feature("LayerNorm", "g", params["g"], x)
@@ -166,6 +189,9 @@ class RMSNorm(Module):
 
     def init(self, seed=0, dtype=np.float64):
         return {"g": np.ones(self.d, _dtype(dtype))}
+
+    def _spec(self):
+        return _core.spec_rms_norm(self.d, self.eps)
 
     def apply(self, params, x):
         _check_keys("RMSNorm", params, ("g",))
@@ -183,6 +209,9 @@ class Attention(Module):
         rng, dt, d = _rng(seed), _dtype(dtype), self.d_model
         return {k: _normal(rng, (d, d), d, dt) for k in ("Wq", "Wk", "Wv", "Wo")}
 
+    def _spec(self):
+        return _core.spec_attention(self.d_model, self.n_heads, self.causal)
+
     def apply(self, params, x):
         _check_keys("Attention", params, ("Wq", "Wk", "Wv", "Wo"))
         return _core.nn_attention(x, params["Wq"], params["Wk"], params["Wv"], params["Wo"], self.n_heads, self.causal)
@@ -194,6 +223,9 @@ class Residual(Module):
 
     def init(self, seed=0, dtype=np.float64):
         return self.block.init(seed, dtype)
+
+    def _spec(self):
+        return _core.spec_residual(self.block._spec(), self.scale)
 
     def apply(self, params, x):
         y = self.block.apply(params, x)
@@ -215,6 +247,10 @@ class TransformerBlock(Module):
         s1, s2 = _spawn(seed, 2)
         n = self._norm.init(0, dtype) if self._norm else {}
         return {"norm1": dict(n), "attn": self.attn.init(s1, dtype), "norm2": dict(n), "mlp": self.mlp.init(s2, dtype)}
+
+    def _spec(self):
+        return _core.spec_transformer_block(self.d_model, self.n_heads, self.d_hidden, self.causal,
+                                            self.norm or "none", self.scale, self.activation)
 
     def apply(self, params, x):
         _check_keys("TransformerBlock", params, ("norm1", "attn", "norm2", "mlp"))
@@ -238,6 +274,9 @@ class Activation(Module):
 
     def init(self, seed=0, dtype=np.float64):
         return {}
+
+    def _spec(self):
+        return _core.spec_activation(self.fn)
 
     def apply(self, params, x):
         if params not in ({}, None):
@@ -268,6 +307,24 @@ class Sigmoid(Activation):
     fn = "sigmoid"
 
 
+class LastToken(Module):
+    """``(B, T, d) -> (B, d)``: the last position of each sequence (a readout; no params)."""
+
+    def init(self, seed=0, dtype=np.float64):
+        return {}
+
+    def apply(self, params, x):
+        if params not in ({}, None):
+            raise ValueError(f"LastToken: has no params, got {params!r}")
+        return _core.spec_last_token().apply([], x)
+
+    def _spec(self):
+        return _core.spec_last_token()
+
+    def __repr__(self):
+        return "LastToken()"
+
+
 class Sequential(Module):
     def __init__(self, *layers: Module):
         if not layers:
@@ -277,6 +334,9 @@ class Sequential(Module):
     def init(self, seed=0, dtype=np.float64):
         seeds = _spawn(seed, len(self.layers))
         return [layer.init(s, dtype) for layer, s in zip(self.layers, seeds)]
+
+    def _spec(self):
+        return _core.spec_sequential([layer._spec() for layer in self.layers])
 
     def _check(self, params):
         if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
