@@ -24,6 +24,7 @@ void bind_tensor(py::module_& m);
 void bind_ops(py::module_& m);
 void bind_transforms(py::module_& m);
 void bind_nn(py::module_& m);
+void bind_optim(py::module_& m);
 void bind_dlpack(py::module_& m, py::class_<Tensor>& cls);
 
 }  // namespace jaclab::py_bind

@@ -92,6 +92,7 @@ PYBIND11_MODULE(_core, m) {
   bind_ops(m);
   bind_transforms(m);
   bind_nn(m);
+  bind_optim(m);
   m.def("blas_info", [] { return std::string(blas::name()); });
   m.def("blas_num_threads", [] { return blas::num_threads(); });
   m.def("set_blas_num_threads", [](int n) { blas::set_num_threads(n); });
