@@ -91,7 +91,10 @@ class BlockCache {
         return p;
       }
     }
-    void* p = std::aligned_alloc(64, bytes);  // 64-byte alignment for the BLAS and SIMD loops
+    // 64-byte alignment for the BLAS and SIMD loops; small blocks take plain malloc (16-byte
+    // aligned): glibc < 2.38 serves aligned_alloc without its thread cache, which made allocation
+    // the main cost of small-tensor workloads (e.g. batch-1 training steps).
+    void* p = bytes <= kSmall ? std::malloc(bytes) : std::aligned_alloc(64, bytes);
     if (!p) throw std::bad_alloc();
     return p;
   }
@@ -108,6 +111,7 @@ class BlockCache {
   }
 
  private:
+  static constexpr size_t kSmall = 1088;                   // blocks of arrays up to 1 KiB
   static constexpr size_t kMinCached = size_t(64) << 10;   // 64 KiB
   static constexpr size_t kMaxCached = size_t(512) << 20;  // 512 MiB idle at most
   std::mutex mutex_;
