@@ -498,3 +498,50 @@ def test_bad_train_input(regression):
         t(optimizer="sgd")
     with pytest.raises(ValueError):
         jl.optim.batches(10, 11, 1, 0)
+
+
+# ---- data and CLI ----------------------------------------------------------------------------------
+def test_data_sets_are_seeded_and_shaped():
+    for fn, kw in [(jl.data.teacher_student, dict(n=50, d_in=3)), (jl.data.spirals, dict(n=60)),
+                   (jl.data.two_moons, dict(n=40)), (jl.data.icl_regression, dict(n=20, n_context=5, d=3))]:
+        X1, Y1 = fn(seed=1, **kw)
+        X2, Y2 = fn(seed=1, **kw)
+        X3, _ = fn(seed=2, **kw)
+        np.testing.assert_array_equal(X1, X2)
+        np.testing.assert_array_equal(Y1, Y2)
+        assert not np.array_equal(X1, X3) and X1.dtype == np.float64 and len(X1) == len(Y1)
+    X, y = jl.data.spirals(60, classes=3)
+    assert X.shape == (60, 2) and y.dtype == np.int64 and set(y) == {0, 1, 2}
+    X, Y = jl.data.icl_regression(20, n_context=5, d=3)
+    assert X.shape == (20, 6, 4) and Y.shape == (20, 1) and np.all(X[:, -1, -1] == 0)
+    # each sequence is linear: its context pins w down, and w predicts the query's target
+    w = np.linalg.lstsq(X[0, :-1, :3], X[0, :-1, 3], rcond=None)[0]
+    assert abs(X[0, -1, :3] @ w - Y[0, 0]) < 1e-12
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        jl.data.spirals(0)
+
+
+def test_digits_needs_sklearn_or_loads():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install scikit-learn"):
+            jl.data.digits()
+    else:
+        X, y = jl.data.digits()
+        assert X.shape == (1797, 64) and y.max() == 9 and X.max() <= 1.0
+
+
+def test_cli_train_compare(tmp_path, capsys):
+    from jaclab import cli
+
+    rc = cli.main(["train", "--steps", "30", "--compare", "sgd,rk4,backward-sgd", "--batch-size", "8",
+                   "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| sgd | SGD(lr=0.1) | forward | 30 | 30 |" in out
+    assert "| rk4 | RK(rk4, lr=0.1) | forward | 30 | 120 |" in out
+    assert "| backward-sgd | SGD(lr=0.1) | backward | 30 | 465 |" in out
+    with np.load(tmp_path / "losses.npz") as z:
+        assert sorted(z.files) == ["backward-sgd", "rk4", "sgd"] and len(z["sgd"]) == 30
+    assert cli.main(["train", "--model", "transformer", "--data", "spirals", "--steps", "2"]) == 2
