@@ -141,10 +141,10 @@ void bind_optim(py::module_& m) {
                           const Opt& opt, A theta0, py::object resume, const std::vector<double>& past_losses, int64_t steps,
                           int64_t batch_size, uint64_t seed, const std::string& order, int64_t window,
                           int64_t record_every, bool trajectory, int64_t checkpoint_every, py::object callback,
-                          py::object checkpoint) {
+                          py::object checkpoint, bool autograd_only) {
     optim::TrainOptions o;
     o.steps = steps, o.batch_size = batch_size, o.seed = seed, o.window = window, o.record_every = record_every;
-    o.trajectory = trajectory, o.checkpoint_every = checkpoint_every;
+    o.trajectory = trajectory, o.checkpoint_every = checkpoint_every, o.autograd_only = autograd_only;
     if (order == "forward") o.order = optim::Order::Forward;
     else if (order == "backward") o.order = optim::Order::Backward;
     else throw ValueError("order must be 'forward' or 'backward', got '" + order + "'");

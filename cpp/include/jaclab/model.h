@@ -35,6 +35,17 @@ class Module {
   // Checks the number and shapes of `flat_params` (ValueError naming the parameter) and applies.
   Tensor apply(const std::vector<Tensor>& flat_params, const Tensor& x) const;
   void check_params(const std::vector<Shape>& shapes) const;  // same check, on shapes only
+
+  // ---- first-order fast path (optional) ----
+  // Forward on plain Arrays that pushes what the backward pass needs onto `tape`, and a backward
+  // pass that pops it: no autograd graph, for the training loop's plain gradients (the graph's
+  // bookkeeping dominates small models). Blocks without it (attention, norms, transformer) make
+  // the loop use the autograd engine for the whole model. The results equal the engine's to
+  // rounding (tests/test_optim.py).
+  virtual bool has_fast_grad() const { return false; }
+  virtual Array fast_forward(const Array* params, const Array& x, std::vector<Array>& tape) const;
+  // Given gy = dL/dy, writes dL/dparams[i] into grads[i] and returns dL/dx.
+  virtual Array fast_backward(const Array* params, std::vector<Array>& tape, const Array& gy, Array* grads) const;
 };
 using ModulePtr = std::shared_ptr<const Module>;
 
@@ -59,5 +70,7 @@ enum class Loss { MSE, CrossEntropy };
 Loss loss_from_name(const std::string& name);  // "mse" | "cross_entropy"
 const char* loss_name(Loss loss);
 Tensor loss(Loss kind, const Tensor& pred, const Tensor& target);
+// The loss and its gradient with respect to pred, on plain Arrays (the fast path's last step).
+double loss_and_grad(Loss kind, const Array& pred, const Array& target, Array& grad_pred);
 
 }  // namespace jaclab::model

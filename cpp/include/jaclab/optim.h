@@ -120,6 +120,9 @@ struct TrainOptions {
   int64_t record_every = 1;   // callback and trajectory every record_every iterates
   bool trajectory = false;    // keep theta_0, theta_r, theta_2r, ...
   int64_t checkpoint_every = 0;  // 0 = never
+  // Gradients: the models' first-order fast path when every block has one (Module::has_fast_grad),
+  // else the autograd engine; autograd_only forces the engine (both agree to rounding).
+  bool autograd_only = false;
 };
 
 struct TrainResult {

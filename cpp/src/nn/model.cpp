@@ -1,6 +1,8 @@
 // Model specs (see jaclab/model.h): each block unpacks its flat parameters and calls jaclab::nn.
 #include "jaclab/model.h"
 
+#include "jaclab/kernels.h"
+
 namespace jaclab::model {
 namespace {
 
@@ -17,6 +19,63 @@ const char* act_name(nn::Activation a) {
   return "?";
 }
 
+// ---- fast-path pieces (first order, plain Arrays) ----
+//   linear  y = x W + b:  dx = g W^T,  dW = x^T g (rows folded),  db = sum of g over rows
+Array fast_linear_forward(const Array& W, const Array& b, const Array& x, std::vector<Array>& tape) {
+  if (x.ndim() < 1 || x.shape().back() != W.shape()[0])
+    throw_value("linear: expected x (..., ", W.shape()[0], "), got ", shape_str(x.shape()));
+  tape.push_back(x);
+  return kernels::linear(x, W, b);
+}
+Array fast_linear_backward(const Array& W, std::vector<Array>& tape, const Array& g, Array& gW, Array& gb) {
+  Array x = tape.back().contiguous();
+  tape.pop_back();
+  const int64_t K = W.shape()[0], N = W.shape()[1];
+  Array g2 = g.contiguous().reshape_view({g.numel() / N, N});
+  gW = kernels::matmul(x.reshape_view({x.numel() / K, K}).permute_view({1, 0}), g2);
+  gb = kernels::sum(g2, {0}, false);
+  return kernels::matmul(g, W.permute_view({1, 0}));
+}
+
+bool act_has_fast(nn::Activation a) { return a != nn::Activation::GeluTanh; }
+Array fast_act_forward(nn::Activation a, const Array& x, std::vector<Array>& tape) {
+  using kernels::Unary;
+  Array y;
+  switch (a) {
+    case nn::Activation::Identity: y = x; break;
+    case nn::Activation::Tanh: y = kernels::unary(Unary::Tanh, x); break;
+    case nn::Activation::Relu: y = kernels::unary(Unary::Relu, x); break;
+    case nn::Activation::Gelu: y = kernels::unary(Unary::Gelu, x); break;
+    case nn::Activation::Sigmoid: y = kernels::unary(Unary::Sigmoid, x); break;
+    case nn::Activation::Softplus: y = kernels::unary(Unary::Softplus, x); break;
+    case nn::Activation::GeluTanh: throw_value("gelu_tanh has no fast path");
+  }
+  tape.push_back(x);
+  tape.push_back(y);
+  return y;
+}
+//   dx = g act'(x):  tanh' = 1 - y^2, relu' = step(x), gelu' = Phi(x) + x phi(x), sigmoid' = y (1 - y),
+//   softplus' = sigmoid(x)
+Array fast_act_backward(nn::Activation a, std::vector<Array>& tape, const Array& g) {
+  using kernels::Binary;
+  using kernels::Unary;
+  Array y = tape.back();
+  tape.pop_back();
+  Array x = tape.back();
+  tape.pop_back();
+  Array d;
+  switch (a) {
+    case nn::Activation::Identity: return g;
+    case nn::Activation::Tanh: d = kernels::unary(Unary::OneMinusSquare, y); break;
+    case nn::Activation::Relu: d = kernels::unary(Unary::Step, x); break;
+    case nn::Activation::Gelu: d = kernels::unary(Unary::GeluGrad, x); break;
+    case nn::Activation::Sigmoid: d = kernels::binary(Binary::Mul, y, kernels::affine(y, -1.0, 1.0)); break;
+    case nn::Activation::Softplus: d = kernels::unary(Unary::Sigmoid, x); break;
+    case nn::Activation::GeluTanh: throw_value("gelu_tanh has no fast path");
+  }
+  return kernels::binary(Binary::Mul, g, d);
+}
+
 void require_positive(const char* block, const char* what, int64_t v) {
   if (v <= 0) throw_value(block, ": ", what, " must be positive, got ", v);
 }
@@ -30,6 +89,13 @@ class LinearM final : public Module {
   }
   Tensor forward(const Tensor* p, const Tensor& x) const override { return jaclab::linear(x, p[0], p[1]); }
   std::string describe() const override { return str_cat("Linear(", d_in_, ", ", d_out_, ")"); }
+  bool has_fast_grad() const override { return true; }
+  Array fast_forward(const Array* p, const Array& x, std::vector<Array>& tape) const override {
+    return fast_linear_forward(p[0], p[1], x, tape);
+  }
+  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads) const override {
+    return fast_linear_backward(p[0], tape, g, grads[0], grads[1]);
+  }
 
  private:
   int64_t d_in_, d_out_;
@@ -45,6 +111,15 @@ class MLPM final : public Module {
     out.push_back({d_out_});        // b2
   }
   Tensor forward(const Tensor* p, const Tensor& x) const override { return nn::mlp(x, p[0], p[2], p[1], p[3], act_); }
+  bool has_fast_grad() const override { return act_has_fast(act_); }
+  Array fast_forward(const Array* p, const Array& x, std::vector<Array>& tape) const override {
+    Array h = fast_act_forward(act_, fast_linear_forward(p[0], p[2], x, tape), tape);
+    return fast_linear_forward(p[1], p[3], h, tape);
+  }
+  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads) const override {
+    Array gh = fast_linear_backward(p[1], tape, g, grads[1], grads[3]);
+    return fast_linear_backward(p[0], tape, fast_act_backward(act_, tape, gh), grads[0], grads[2]);
+  }
   std::string describe() const override {
     return str_cat("MLP(", d_in_, ", ", d_h_, ", ", d_out_, ", ", act_name(act_), ")");
   }
@@ -150,6 +225,16 @@ class ResidualM final : public Module {
     return add(x, scale_ == 1.0 ? y : scale(y, scale_));
   }
   std::string describe() const override { return str_cat("Residual(", block_->describe(), ", scale=", scale_, ")"); }
+  bool has_fast_grad() const override { return block_->has_fast_grad(); }
+  // y = x + s f(x):  dx = g + J_f^T (s g),  dparams = J_p^T (s g)
+  Array fast_forward(const Array* p, const Array& x, std::vector<Array>& tape) const override {
+    Array y = block_->fast_forward(p, x, tape);
+    return kernels::binary(kernels::Binary::Add, x, scale_ == 1.0 ? y : kernels::affine(y, scale_, 0.0));
+  }
+  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads) const override {
+    Array gx = block_->fast_backward(p, tape, scale_ == 1.0 ? g : kernels::affine(g, scale_, 0.0), grads);
+    return kernels::binary(kernels::Binary::Add, g, gx);
+  }
 
  private:
   ModulePtr block_;
@@ -172,6 +257,29 @@ class SequentialM final : public Module {
     }
     return h;
   }
+  bool has_fast_grad() const override {
+    for (auto& l : layers_)
+      if (!l->has_fast_grad()) return false;
+    return true;
+  }
+  Array fast_forward(const Array* p, const Array& x, std::vector<Array>& tape) const override {
+    Array h = x;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      h = layers_[i]->fast_forward(p, h, tape);
+      p += counts_[i];
+    }
+    return h;
+  }
+  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads) const override {
+    size_t off = 0;
+    for (auto c : counts_) off += c;
+    Array gh = g;
+    for (size_t i = layers_.size(); i-- > 0;) {
+      off -= counts_[i];
+      gh = layers_[i]->fast_backward(p + off, tape, gh, grads + off);
+    }
+    return gh;
+  }
   std::string describe() const override {
     std::string s = "Sequential(";
     for (size_t i = 0; i < layers_.size(); ++i) s += (i ? ", " : "") + layers_[i]->describe();
@@ -188,6 +296,13 @@ class ActivationM final : public Module {
   explicit ActivationM(nn::Activation a) : act_(a) {}
   void param_shapes(std::vector<Shape>&) const override {}
   Tensor forward(const Tensor*, const Tensor& x) const override { return nn::activate(x, act_); }
+  bool has_fast_grad() const override { return act_has_fast(act_); }
+  Array fast_forward(const Array*, const Array& x, std::vector<Array>& tape) const override {
+    return fast_act_forward(act_, x, tape);
+  }
+  Array fast_backward(const Array*, std::vector<Array>& tape, const Array& g, Array*) const override {
+    return fast_act_backward(act_, tape, g);
+  }
   std::string describe() const override { return act_name(act_); }
 
  private:
@@ -210,6 +325,13 @@ class LastTokenM final : public Module {
 };
 
 }  // namespace
+
+Array Module::fast_forward(const Array*, const Array&, std::vector<Array>&) const {
+  throw_value(describe(), " has no fast gradient path");
+}
+Array Module::fast_backward(const Array*, std::vector<Array>&, const Array&, Array*) const {
+  throw_value(describe(), " has no fast gradient path");
+}
 
 size_t Module::num_params() const {
   std::vector<Shape> s;
@@ -297,6 +419,47 @@ Tensor loss(Loss kind, const Tensor& pred, const Tensor& target) {
     return cross_entropy(reshape(pred, {-1, C}), labels);
   }
   return cross_entropy(pred, target);
+}
+
+// mse = mean((p - t)^2):                d/dp = (2 / n) (p - t)
+// cross_entropy = -(1/B) sum t log_softmax(z):  d/dz = (-t/B) - softmax(z) sum_c(-t/B)   (the engine's order)
+namespace {
+double sum_all(const Array& a) {
+  std::vector<int> axes(a.ndim());
+  for (int i = 0; i < a.ndim(); ++i) axes[i] = i;
+  return kernels::sum(a, axes, false).item();
+}
+}  // namespace
+
+double loss_and_grad(Loss kind, const Array& pred, const Array& target, Array& grad) {
+  using kernels::Binary;
+  using kernels::Unary;
+  if (kind == Loss::MSE) {
+    if (pred.shape() != target.shape())
+      throw_value("mse: pred has shape ", shape_str(pred.shape()), " but target has shape ", shape_str(target.shape()));
+    Array d = kernels::binary(Binary::Sub, pred, target);
+    const double n = static_cast<double>(d.numel());
+    grad = kernels::affine(d, 2.0 / n, 0.0);
+    return sum_all(kernels::unary(Unary::Square, d)) / n;
+  }
+  const int64_t C = pred.shape().back(), B = pred.numel() / C;
+  Array z = pred.contiguous().reshape_view({B, C});
+  Array t;
+  if (target.dtype() == DType::Int64) {
+    if (target.numel() != B) throw_value("cross_entropy: expected ", B, " labels, got shape ", shape_str(target.shape()));
+    t = kernels::one_hot(target.contiguous().reshape_view({B}), C, pred.dtype());
+  } else {
+    if (target.numel() != B * C)
+      throw_value("cross_entropy: probability targets must have the logits' shape ", shape_str(pred.shape()));
+    t = target.contiguous().reshape_view({B, C});
+  }
+  Array ls = kernels::log_softmax(z, 1);
+  const double inv_b = 1.0 / static_cast<double>(std::max<int64_t>(B, 1));
+  Array gt = kernels::affine(t, -inv_b, 0.0);
+  Array p = kernels::unary(Unary::Exp, ls);
+  Array s = kernels::sum(gt, {1}, true);
+  grad = kernels::binary(Binary::Sub, gt, kernels::binary(Binary::Mul, p, s)).reshape_view(pred.shape());
+  return -inv_b * sum_all(kernels::binary(Binary::Mul, t, ls));
 }
 
 }  // namespace jaclab::model

@@ -29,7 +29,7 @@ class Adam final : public Optimizer {
     return s;
   }
   double step(Array& theta, State& s, const Objective& f) const override {
-    Array g = empty_like(theta);
+    Array g = scratch_like(theta, 0);
     const double loss = f(theta, g);
     Array& m = buffer(s, "m", theta);
     Array& v = buffer(s, "v", theta);

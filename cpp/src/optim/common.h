@@ -15,6 +15,18 @@ void with_elem_type(DType d, F&& f) {
 }
 
 inline Array zeros_like(const Array& a) { return Array::zeros(a.shape(), a.dtype()); }
+
+// A scratch array like theta (contents undefined), reused across steps on this thread: slot i
+// is handed out again once nobody else holds it. Saves a large allocation per step (glibc
+// consolidates its free lists on every large request, which costs more than a tiny model's step).
+inline Array scratch_like(const Array& theta, size_t slot) {
+  thread_local std::vector<Array> pool;
+  if (pool.size() <= slot) pool.resize(slot + 1);
+  Array& a = pool[slot];
+  if (!a.defined() || a.shape() != theta.shape() || a.dtype() != theta.dtype() || a.storage().use_count() > 1)
+    a = Array::empty(theta.shape(), theta.dtype());
+  return a;
+}
 inline Array empty_like(const Array& a) { return Array::empty(a.shape(), a.dtype()); }
 
 // The buffer `name` of the state, created as zeros like theta when missing.

@@ -20,7 +20,7 @@ class Polyak final : public Optimizer {
     return str_cat("Polyak(scale=", scale_, ", f_star=", f_star_, ", max_lr=", max_lr_, ")");
   }
   double step(Array& theta, State& s, const Objective& f) const override {
-    Array g = empty_like(theta);
+    Array g = scratch_like(theta, 0);
     const double loss = f(theta, g);
     with_elem_type(theta.dtype(), [&](auto zero) {
       using T = decltype(zero);

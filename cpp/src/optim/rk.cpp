@@ -110,7 +110,7 @@ class RK final : public Optimizer {
     std::vector<Array>& k = s.stages;
     k.assign(S, Array());
     for (auto& ki : k) ki = empty_like(theta);
-    Array g = empty_like(theta), y = empty_like(theta);
+    Array g = scratch_like(theta, 0), y = scratch_like(theta, 1);
     T* th = theta.data<T>();
 
     // Stage 1 gradient; the preconditioner P is set from it and frozen for the step.

@@ -10,7 +10,7 @@ class SGD final : public Optimizer {
   explicit SGD(double lr) : lr_(lr) { require_lr("SGD", lr); }
   std::string describe() const override { return str_cat("SGD(lr=", lr_, ")"); }
   double step(Array& theta, State& s, const Objective& f) const override {
-    Array g = empty_like(theta);
+    Array g = scratch_like(theta, 0);
     const double loss = f(theta, g);
     with_elem_type(theta.dtype(), [&](auto zero) {
       using T = decltype(zero);
@@ -46,7 +46,7 @@ class Momentum final : public Optimizer {
     return s;
   }
   double step(Array& theta, State& s, const Objective& f) const override {
-    Array g = empty_like(theta);
+    Array g = scratch_like(theta, 0);
     const double loss = f(theta, g);
     Array& m = buffer(s, "m", theta);
     with_elem_type(theta.dtype(), [&](auto zero) {

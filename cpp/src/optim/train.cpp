@@ -81,8 +81,29 @@ struct Batch {
   Tensor x, y;
 };
 
+std::vector<Array> param_arrays(const Array& flat, const std::vector<Shape>& shapes) {
+  std::vector<Array> out;
+  out.reserve(shapes.size());
+  for (auto& t : param_views(flat, shapes)) out.push_back(t.value());
+  return out;
+}
+
 Objective make_objective(const model::Module& m, model::Loss kind, const std::vector<Shape>& shapes, const Batch& b,
-                         int64_t* evals) {
+                         int64_t* evals, bool fast = false) {
+  if (fast)  // plain first-order gradient without the autograd graph (see Module::fast_forward)
+    return [&m, kind, &shapes, b, evals](const Array& theta, Array& grad) -> double {
+      std::vector<Array> ps = param_arrays(theta, shapes);
+      thread_local std::vector<Array> tape, grads;  // reused: no large allocation per call
+      tape.clear();
+      grads.assign(ps.size(), Array());
+      Array gpred;
+      const double loss = model::loss_and_grad(kind, m.fast_forward(ps.data(), b.x.value(), tape), b.y.value(), gpred);
+      m.fast_backward(ps.data(), tape, gpred, grads.data());
+      std::vector<Array> gviews = param_arrays(grad, shapes);
+      for (size_t i = 0; i < ps.size(); ++i) kernels::copy(grads[i], gviews[i]);
+      if (evals) ++*evals;
+      return loss;
+    };
   return [&m, kind, &shapes, b, evals](const Array& theta, Array& grad) -> double {
     std::vector<Tensor> ps = param_views(theta, shapes);
     Fn fn = [&](const TensorList& p) { return TensorList{model::loss(kind, m.forward(p.data(), b.x), b.y)}; };
@@ -98,7 +119,12 @@ Objective make_objective(const model::Module& m, model::Loss kind, const std::ve
 }
 
 double loss_only(const model::Module& m, model::Loss kind, const std::vector<Shape>& shapes, const Array& theta,
-                 const Batch& b) {
+                 const Batch& b, bool fast) {
+  if (fast) {  // the same numbers as the fast objective's loss
+    std::vector<Array> ps = param_arrays(theta, shapes), tape;
+    Array unused;
+    return model::loss_and_grad(kind, m.fast_forward(ps.data(), b.x.value(), tape), b.y.value(), unused);
+  }
   std::vector<Tensor> ps = param_views(theta, shapes);
   return model::loss(kind, m.forward(ps.data(), b.x), b.y).item();
 }
@@ -170,20 +196,21 @@ TrainResult train(const model::Module& m, model::Loss kind, const std::vector<Sh
   const auto t0 = clock::now();
   auto last_poll = t0;
   const int64_t window = o.order == Order::Backward ? o.window : 1;
+  const bool fast = !o.autograd_only && m.has_fast_grad();
 
   for (int64_t n = st.step + 1; n <= o.steps; ++n) {
     if (o.order == Order::Forward) {
       Batch b = batch(n);
-      r.losses.push_back(opt.step(st.theta, st.state, make_objective(m, kind, shapes, b, &r.grad_evals)));
+      r.losses.push_back(opt.step(st.theta, st.state, make_objective(m, kind, shapes, b, &r.grad_evals, fast)));
     } else {
       // theta_n = T_{a+1} o ... o T_n (anchor): batch n's map first, batch a+1's last.
-      r.losses.push_back(loss_only(m, kind, shapes, st.theta, batch(n)));
+      r.losses.push_back(loss_only(m, kind, shapes, st.theta, batch(n), fast));
       const int64_t a = window == 0 ? 0 : ((n - 1) / window) * window;
       Array y = st.anchor.clone();
       State s = st.anchor_state.clone();
       for (int64_t k = n; k > a; --k) {
         Batch b = batch(k);
-        opt.step(y, s, make_objective(m, kind, shapes, b, &r.grad_evals));
+        opt.step(y, s, make_objective(m, kind, shapes, b, &r.grad_evals, fast));
       }
       st.theta = std::move(y);
       st.state = std::move(s);

@@ -168,7 +168,7 @@ def _data(X, Y, loss: str, dtype):
 def train(model, params, loss: str, data, optimizer: Optimizer, steps: int, batch_size: int, seed: int = 0,
           order: str = "forward", record_every: int = 1, callback: Callable | None = None, *,
           window: int | None = None, trajectory: bool = False, checkpoint: str | None = None,
-          checkpoint_every: int = 0, resume: str | None = None) -> TrainResult:
+          checkpoint_every: int = 0, resume: str | None = None, grad_path: str = "auto") -> TrainResult:
     """Train ``model`` from ``params`` on ``data = (X, Y)``; the loop runs in C++ with the GIL released.
 
     ``loss``: "mse" or "cross_entropy" (int labels or probabilities; logits ``(..., C)`` are
@@ -189,12 +189,19 @@ def train(model, params, loss: str, data, optimizer: Optimizer, steps: int, batc
     ``checkpoint=path`` with ``checkpoint_every=k`` saves the loop state to ``path`` (.npz) every
     k iterates; ``resume=path`` continues such a run up to ``steps`` and gives exactly the
     result of an uninterrupted run.
+
+    ``grad_path``: "auto" computes gradients with the model's first-order fast path when all its
+    blocks have one (Linear, MLP, activations, Residual, Sequential: plain arrays, no autograd
+    graph), else with the autograd engine; "autograd" always uses the engine. Both agree to
+    float64 rounding.
     """
     _check_optimizer(optimizer)
     if not hasattr(model, "_spec"):
         raise TypeError(f"model must be a jl.nn block, got {model!r}")
     if loss not in ("mse", "cross_entropy"):
         raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
+    if grad_path not in ("auto", "autograd"):
+        raise ValueError(f"grad_path must be 'auto' or 'autograd', got {grad_path!r}")
     if order not in ("forward", "backward"):
         raise ValueError(f"order must be 'forward' or 'backward', got {order!r}")
     if window is not None and order != "backward":
@@ -240,7 +247,7 @@ def train(model, params, loss: str, data, optimizer: Optimizer, steps: int, batc
         cb = lambda s, lv, el: callback(int(s), float(lv), float(el))  # noqa: E731
     r = _core.optim_train(spec, loss, shapes, X, Y, optimizer._cpp(), theta, start, past, int(steps), int(batch_size),
                           int(seed), order, int(window or 0), int(record_every), bool(trajectory),
-                          int(checkpoint_every), cb, save)
+                          int(checkpoint_every), cb, save, grad_path == "autograd")
     ls = r["loop_state"]
     if r["interrupted"]:
         warnings.warn(f"jl.optim.train: interrupted (Ctrl-C) after {ls['step']} iterates; returning what was computed",
