@@ -120,6 +120,10 @@ class BlockCache {
 };
 }  // namespace
 
+Storage::~Storage() {
+  if (own_block) BlockCache::get().give(data, own_block);
+}
+
 Array Array::empty(const Shape& shape, DType dtype) {
   check_rank(shape);
   Array a;
@@ -129,7 +133,7 @@ Array Array::empty(const Shape& shape, DType dtype) {
   a.storage_ = std::make_shared<Storage>();
   a.storage_->data = p;
   a.storage_->nbytes = nbytes;
-  a.storage_->owner = std::shared_ptr<void>(p, [block](void* q) { BlockCache::get().give(q, block); });
+  a.storage_->own_block = block;
   a.shape_ = shape;
   a.strides_ = contiguous_strides(shape);
   a.dtype_ = dtype;

@@ -35,6 +35,23 @@ struct ArrayLike {
 };
 
 namespace pybind11::detail {
+// jaclab::Shape <-> Python sequence of ints / tuple.
+template <>
+struct type_caster<jaclab::Shape> {
+  PYBIND11_TYPE_CASTER(jaclab::Shape, const_name("tuple[int, ...]"));
+  bool load(handle src, bool) {
+    if (!isinstance<sequence>(src) || isinstance<str>(src)) return false;
+    value.clear();
+    for (auto item : reinterpret_borrow<sequence>(src)) value.push_back(item.cast<int64_t>());
+    return true;
+  }
+  static handle cast(const jaclab::Shape& s, return_value_policy, handle) {
+    tuple t(s.size());
+    for (size_t i = 0; i < s.size(); ++i) t[i] = int_(s[i]);
+    return t.release();
+  }
+};
+
 template <>
 struct type_caster<ArrayLike> {
   PYBIND11_TYPE_CASTER(ArrayLike, const_name("ArrayLike"));

@@ -27,7 +27,7 @@ DType from_dl(DLDataType t) {
 // What an exported capsule owns: the array (keeps storage alive) and the shape/stride buffers.
 struct ExportCtx {
   Array array;
-  std::vector<int64_t> shape, strides;
+  Shape shape, strides;
 };
 
 template <class Managed>

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "jaclab/errors.h"
+#include "jaclab/shape.h"
 
 namespace jaclab {
 
@@ -24,8 +25,6 @@ struct Device {
   std::string str() const;
 };
 
-using Shape = std::vector<int64_t>;
-
 size_t dtype_size(DType d);
 const char* dtype_name(DType d);
 bool is_float(DType d);
@@ -39,7 +38,12 @@ struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
   Device device;
-  std::shared_ptr<void> owner;
+  std::shared_ptr<void> owner;  // foreign memory: released with the storage
+  size_t own_block = 0;         // our own allocation (block size), returned to the allocator
+  Storage() = default;
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
 };
 
 class Array {
