@@ -955,3 +955,23 @@ def lqr_gains(A, Q, R, S_T, B=None):
         S = 0.5 * (S + S.T)
         Ss[t] = S
     return K, Ss
+
+
+# ---- 10. thought vectors / thought matrices (papers.md section 4) -----------------------------
+
+__all__ += ["thought_matrices"]
+
+
+def thought_matrices(model, params, prompt, inputs, mode: str = "token", lam: float = 0.0,
+                     weights: str = "inverse_norm", pool: str = "sample") -> dict:
+    """Per-block thought vectors and thought matrices of ``prompt`` for a ``TransformerBlock`` or a
+    ``Sequential`` of them: the prompt ``I`` (B, n_I, d) transmuted into skip shifts and rank-1 /
+    least-squares updates of each block's MLP weight ``W1`` so that the prompt-free model on
+    ``inputs`` (B, n, d) reproduces the full prompt ``[I, inputs]``. Exact token-dependent patches
+    (``mode="token"``; residual ~1e-16 in float64) or condensed ones (``"condensed"``: one vector and
+    one matrix per block). See ``jaclab.thought.thought_matrices`` (the implementation) for the
+    formulas, options and returned arrays, and ``jaclab.thought.apply_thought`` to reuse condensed
+    patches on new inputs. Cost: forward passes only."""
+    from .thought import thought_matrices as _thought_matrices
+
+    return _thought_matrices(model, params, prompt, inputs, mode=mode, lam=lam, weights=weights, pool=pool)
