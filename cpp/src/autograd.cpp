@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <unordered_map>
 
 #include "jaclab/ops.h"
@@ -60,7 +61,41 @@ std::atomic<int> g_level{0};
 bool grad_mode() { return t_grad_mode; }
 GradModeGuard::GradModeGuard(bool enabled) : prev_(t_grad_mode) { t_grad_mode = enabled; }
 GradModeGuard::~GradModeGuard() { t_grad_mode = prev_; }
-int new_jvp_level() { return ++g_level; }
+namespace {
+std::mutex g_batch_mutex;
+std::unordered_map<int, int64_t> g_level_batch;  // only batched levels are listed
+}  // namespace
+
+int new_jvp_level(int64_t batch) {
+  int level = ++g_level;
+  if (batch > 0) {
+    std::lock_guard<std::mutex> lock(g_batch_mutex);
+    g_level_batch[level] = batch;
+  }
+  return level;
+}
+void end_jvp_level(int level) {
+  std::lock_guard<std::mutex> lock(g_batch_mutex);
+  g_level_batch.erase(level);
+}
+int64_t jvp_level_batch(int level) {
+  std::lock_guard<std::mutex> lock(g_batch_mutex);
+  auto it = g_level_batch.find(level);
+  return it == g_level_batch.end() ? 0 : it->second;
+}
+
+Shape JvpContext::tshape(const Shape& s) const {
+  if (!batch) return s;
+  Shape r{batch};
+  for (auto d : s) r.push_back(d);
+  return r;
+}
+std::vector<int> JvpContext::tperm(const std::vector<int>& perm) const {
+  if (!batch) return perm;
+  std::vector<int> r{0};
+  for (int p : perm) r.push_back(p + 1);
+  return r;
+}
 int& reverse_trace_depth() { return t_reverse_depth; }
 
 // ---- make_op --------------------------------------------------------------------------------
@@ -98,9 +133,22 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
     // A fresh alias carrying the outer levels computed so far. It must not be `out` itself: the
     // rule's recorded graph may hold it, and `out` is about to hold the rule's result (a cycle).
     Tensor out_l = out.alias_below(level);
-    Tensor t = jvp(JvpContext{primals, tans, out_l});
+    const int64_t K = jvp_level_batch(level);
+    if (K && inputs.size() > 1) {
+      // Align each tangent's direction axis in front of the output's rank: (K, 1, .., *shape).
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        if (!tans[i].defined() || tans[i].ndim() == out.ndim() + 1) continue;
+        Shape padded{K};
+        for (int k = tans[i].ndim() - 1; k < out.ndim(); ++k) padded.push_back(1);
+        for (int k = 1; k < tans[i].ndim(); ++k) padded.push_back(tans[i].shape()[k]);
+        tans[i] = reshape(tans[i], padded);
+      }
+    }
+    JvpContext ctx{primals, tans, out_l, K};
+    Tensor t = jvp(ctx);
     if (!t.defined()) continue;
-    if (t.shape() != out.shape()) t = broadcast_to(t, out.shape());
+    const Shape want = ctx.tshape(out.shape());
+    if (t.shape() != want) t = broadcast_to(t, want);
     out.impl()->tangents.emplace_back(level, std::move(t));
   }
   return out;

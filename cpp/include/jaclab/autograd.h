@@ -37,12 +37,20 @@ struct VjpContext {
   }
 };
 
+// Batched levels: a jvp level may carry K tangent directions at once. Its tangents then have a
+// leading axis, (K, *primal.shape). Elementwise and matmul rules need no change (broadcasting
+// aligns the trailing axes: make_op pads a multi-input op's tangents to (K, 1, .., *shape));
+// rules that pass a primal's shape, axes or permutation on to an op on the tangent use
+// tshape()/tperm()/negative axes so that they work either way.
 struct JvpContext {
   const std::vector<Tensor>& primals;   // inputs, stripped of this level's tangents
   const std::vector<Tensor>& tangents;  // tangents at this level (undefined = zero)
   const Tensor& out;                    // output, stripped likewise (differentiable)
+  int64_t batch = 0;                    // K directions at this level, 0 when unbatched
   const Tensor& in(size_t i) const { return primals[i]; }
   const Tensor& t(size_t i) const { return tangents[i]; }
+  Shape tshape(const Shape& s) const;             // (K, *s) when batched, else s
+  std::vector<int> tperm(const std::vector<int>& perm) const;  // (0, perm + 1) when batched
 };
 
 using VjpRule = std::function<std::vector<Tensor>(const VjpContext&)>;
@@ -77,7 +85,9 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
 Tensor watch(const Tensor& x);
 
 // Levels and tracing depth used by the transforms.
-int new_jvp_level();
+int new_jvp_level(int64_t batch = 0);  // batch: K directions carried at once (0 = plain)
+void end_jvp_level(int level);
+int64_t jvp_level_batch(int level);
 int& reverse_trace_depth();
 
 }  // namespace jaclab

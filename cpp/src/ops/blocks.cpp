@@ -131,6 +131,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
   return make_op(
       "attention", {q, k, v}, kernels::attention(q.value(), k.value(), v.value(), causal),
       [causal, sc](const JvpContext& c) {
+        if (c.batch)  // (K, B, H, T, dh) would exceed the 4-D tensor limit
+          throw_value("attention: forward mode with a batch of tangent directions is not supported; "
+                      "use one direction at a time (chunk_size=1) or reverse mode");
         const Tensor &Q = c.in(0), &K = c.in(1), &V = c.in(2);
         Tensor P = attention_probs(Q, K, causal);
         Tensor dS;

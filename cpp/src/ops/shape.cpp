@@ -32,7 +32,12 @@ Tensor sum(const Tensor& x, std::vector<int> axes_in, bool keepdims) {
   std::vector<int> axes = normalized_axes(axes_in, x.ndim(), "sum");
   return make_op(
       "sum", {x}, kernels::sum(x.value(), axes, keepdims),
-      [axes, keepdims](const JvpContext& c) { return c.t(0).defined() ? sum(c.t(0), axes, keepdims) : Tensor(); },
+      [axes, nd = x.ndim(), keepdims](const JvpContext& c) {
+        if (!c.t(0).defined()) return Tensor();
+        std::vector<int> neg;  // counted from the end: valid with a leading direction axis too
+        for (int a : axes) neg.push_back(a - nd);
+        return sum(c.t(0), neg, keepdims);
+      },
       [axes](const VjpContext& c) {  // y = sum(x) -> dx = broadcast(g)
         const Shape& xs = c.in(0).shape();
         return Grads{broadcast_to(reshape(c.g, keepdims_shape(xs, axes)), xs)};
@@ -52,7 +57,7 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
   if (x.shape() == shape) return x;
   return make_op(
       "broadcast_to", {x}, x.value().broadcast_view(shape),
-      [shape](const JvpContext& c) { return c.t(0).defined() ? broadcast_to(c.t(0), shape) : Tensor(); },
+      [shape](const JvpContext& c) { return c.t(0).defined() ? broadcast_to(c.t(0), c.tshape(shape)) : Tensor(); },
       [](const VjpContext& c) { return Grads{sum_to(c.g, c.in(0).shape())}; });
 }
 
@@ -61,7 +66,7 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   if (x.shape() == shape) return x;
   return make_op(
       "sum_to", {x}, kernels::sum_to(x.value(), shape),
-      [shape](const JvpContext& c) { return c.t(0).defined() ? sum_to(c.t(0), shape) : Tensor(); },
+      [shape](const JvpContext& c) { return c.t(0).defined() ? sum_to(c.t(0), c.tshape(shape)) : Tensor(); },
       [](const VjpContext& c) { return Grads{broadcast_to(c.g, c.in(0).shape())}; });
 }
 
@@ -89,7 +94,7 @@ Tensor reshape(const Tensor& x, const Shape& shape_in) {
   if (!is_float(x.dtype())) return Tensor(v);  // integer labels: no derivatives
   return make_op(
       "reshape", {x}, v,
-      [shape](const JvpContext& c) { return c.t(0).defined() ? reshape(c.t(0), shape) : Tensor(); },
+      [shape](const JvpContext& c) { return c.t(0).defined() ? reshape(c.t(0), c.tshape(shape)) : Tensor(); },
       [](const VjpContext& c) { return Grads{reshape(c.g, c.in(0).shape())}; });
 }
 
@@ -109,7 +114,7 @@ Tensor permute(const Tensor& x, const std::vector<int>& perm_in) {
   if (!is_float(x.dtype())) return Tensor(v);
   return make_op(
       "permute", {x}, v,
-      [perm](const JvpContext& c) { return c.t(0).defined() ? permute(c.t(0), perm) : Tensor(); },
+      [perm](const JvpContext& c) { return c.t(0).defined() ? permute(c.t(0), c.tperm(perm)) : Tensor(); },
       [inv](const VjpContext& c) { return Grads{permute(c.g, inv)}; });
 }
 

@@ -16,10 +16,10 @@ Tensor softmax(const Tensor& x, int axis) {
   const int ax = normalize_axis(axis, x.ndim(), "softmax");
   return make_op(
       "softmax", {x}, kernels::softmax(x.value(), ax),
-      [ax](const JvpContext& c) {
+      [neg = ax - x.ndim()](const JvpContext& c) {  // axis from the end: works with a direction axis
         if (!c.t(0).defined()) return Tensor();
         const Tensor& y = c.out;
-        return mul(y, sub(c.t(0), sum(mul(y, c.t(0)), {ax}, true)));
+        return mul(y, sub(c.t(0), sum(mul(y, c.t(0)), {neg}, true)));
       },
       [ax](const VjpContext& c) {
         Tensor y = c.out([&] { return softmax(c.in(0), ax); });
@@ -32,10 +32,10 @@ Tensor log_softmax(const Tensor& x, int axis) {
   const int ax = normalize_axis(axis, x.ndim(), "log_softmax");
   return make_op(
       "log_softmax", {x}, kernels::log_softmax(x.value(), ax),
-      [ax](const JvpContext& c) {
+      [neg = ax - x.ndim()](const JvpContext& c) {
         if (!c.t(0).defined()) return Tensor();
         Tensor p = exp(c.out);
-        return sub(c.t(0), sum(mul(p, c.t(0)), {ax}, true));
+        return sub(c.t(0), sum(mul(p, c.t(0)), {neg}, true));
       },
       [ax](const VjpContext& c) {
         Tensor p = c.differentiable ? softmax(c.in(0), ax) : Tensor(kernels::unary(kernels::Unary::Exp, c.out_value));
