@@ -16,14 +16,18 @@ void check_like(const TensorList& expected, const TensorList& given, const char*
   }
 }
 
-JvpResult jvp(const Fn& f, const TensorList& primals, const TensorList& tangents) {
-  check_like(primals, tangents, "tangent");
+namespace {
+JvpResult jvp_impl(const Fn& f, const TensorList& primals, const TensorList& tangents, int64_t K) {
   for (size_t i = 0; i < primals.size(); ++i) {
     require_float(primals[i], "jvp");
     if (!kernels::all_finite(tangents[i].value()))
       throw_value("jvp: tangent ", i, " (", describe(tangents[i]), ") contains NaN or Inf");
   }
-  const int level = new_jvp_level();
+  const int level = new_jvp_level(K);
+  struct LevelEnd {  // forget the level's batch size however we leave
+    int level;
+    ~LevelEnd() { end_jvp_level(level); }
+  } level_end{level};
   TensorList duals(primals.size());
   for (size_t i = 0; i < primals.size(); ++i) duals[i] = primals[i].with_tangent(level, tangents[i]);
   TensorList out = f(duals);
@@ -31,10 +35,38 @@ JvpResult jvp(const Fn& f, const TensorList& primals, const TensorList& tangents
   for (auto& y : out) {
     if (!y.defined()) throw_value("jvp: the function returned an undefined tensor");
     Tensor t = y.tangent(level);
-    r.tangents.push_back(t.defined() ? t : zeros_like(y));
+    if (!t.defined()) {
+      Shape s = y.shape();
+      if (K) {
+        s = Shape{K};
+        for (auto d : y.shape()) s.push_back(d);
+      }
+      t = Tensor(Array::zeros(s, y.dtype()));
+    }
+    r.tangents.push_back(t);
     r.out.push_back(y.strip_levels_from(level));
   }
   return r;
+}
+}  // namespace
+
+JvpResult jvp(const Fn& f, const TensorList& primals, const TensorList& tangents) {
+  check_like(primals, tangents, "tangent");
+  return jvp_impl(f, primals, tangents, 0);
+}
+
+JvpResult jvp_batched(const Fn& f, const TensorList& primals, const TensorList& tangents, int64_t K) {
+  if (K <= 0) throw_value("jvp: the number of tangent directions must be positive, got ", K);
+  if (tangents.size() != primals.size())
+    throw_value("expected ", primals.size(), " tangents, got ", tangents.size());
+  for (size_t i = 0; i < primals.size(); ++i) {
+    Shape want{K};
+    for (auto d : primals[i].shape()) want.push_back(d);
+    if (!tangents[i].defined() || tangents[i].shape() != want || tangents[i].dtype() != primals[i].dtype())
+      throw_value("tangent ", i, " is a ", describe(tangents[i]), " but a batch of ", K, " directions for the ",
+                  describe(primals[i]), " must have shape ", shape_str(want));
+  }
+  return jvp_impl(f, primals, tangents, K);
 }
 
 namespace {

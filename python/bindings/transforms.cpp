@@ -11,11 +11,12 @@ void bind_transforms(py::module_& m) {
   py::class_<VjpFunction>(m, "VjpFunction")
       .def("__call__", [](const VjpFunction& f, const TensorList& ct) { return f(ct); }, py::arg("cotangents"))
       .def_property_readonly("num_outputs", &VjpFunction::num_outputs);
-  m.def("jvp_flat", [](const Fn& f, const TensorList& primals, const TensorList& tangents) {
-        JvpResult r = jvp(f, primals, tangents);
+  m.def("jvp_flat", [](const Fn& f, const TensorList& primals, const TensorList& tangents, int64_t batch) {
+        JvpResult r = batch ? jvp_batched(f, primals, tangents, batch) : jvp(f, primals, tangents);
         return py::make_tuple(r.out, r.tangents);
-      }, py::arg("f"), py::arg("primals"), py::arg("tangents"),
-      "f: list[Tensor] -> list[Tensor]. Returns (f(primals), J tangents).");
+      }, py::arg("f"), py::arg("primals"), py::arg("tangents"), py::arg("batch") = 0,
+      "f: list[Tensor] -> list[Tensor]. Returns (f(primals), J tangents); with batch=K each tangent "
+      "carries K directions on a leading axis.");
   m.def("vjp_flat", [](const Fn& f, const TensorList& primals) {
         VjpResult r = vjp(f, primals);
         return py::make_tuple(r.out, r.pullback);

@@ -162,18 +162,52 @@ def linearize(f: Callable, *primals):
     return out, f_jvp
 
 
-def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto"):
+_DEFAULT_CHUNK_ELEMENTS = 1 << 24  # ~16M elements per batched tangent pass (128 MB in float64)
+
+
+def _unbatchable(err: ValueError) -> bool:
+    """True when a batched forward pass failed only because batching is unsupported there."""
+    msg = str(err)
+    return "batch of tangent directions" in msg or "at most 4 dimensions" in msg
+
+
+def jvp_columns(flat, leaves: list, start: int, K: int, n_in: list[int], batched: bool = True) -> list[np.ndarray]:
+    """Output tangents for the K input basis directions start .. start+K-1 (over the flattened,
+    concatenated input leaves): list of (K, *out.shape) arrays. ``batched``: ONE forward pass
+    carrying the K directions; otherwise K plain passes."""
+    tans = [np.zeros((K,) + tuple(x.shape), np.dtype(x.dtype)) for x in leaves]
+    offsets = np.concatenate([[0], np.cumsum(n_in)])
+    for k in range(K):
+        j = start + k
+        leaf = int(np.searchsorted(offsets, j, side="right") - 1)
+        tans[leaf].reshape(K, -1)[k, j - offsets[leaf]] = 1.0
+    if batched:
+        _, tout = _core.jvp_flat(flat, leaves, [_core.array(t) for t in tans], K)
+        return [np.asarray(t) for t in tout]
+    per_k = [_core.jvp_flat(flat, leaves, [_core.array(t[k]) for t in tans])[1] for k in range(K)]
+    return [np.stack([np.asarray(p[i]) for p in per_k]) for i in range(len(per_k[0]))]
+
+
+def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto", chunk_size: int | None = None):
     """Full Jacobian ``d f(*args) / d args[argnums]``.
 
     For one output array and one input array the result is a NumPy array of shape
     ``out.shape + in.shape``; for pytrees it is nested as output-tree of input-trees (a tuple
-    over ``argnums`` when that is a tuple). ``mode="rev"`` runs one reverse sweep per output
-    element over a single recorded graph; ``mode="fwd"`` one forward pass per input element;
-    ``"auto"`` picks the mode with fewer passes. Memory is the result plus one pass: rows
-    (columns) are written into the preallocated result as they are computed.
+    over ``argnums`` when that is a tuple).
+
+    ``mode="fwd"``: forward mode, ``chunk_size`` input directions per batched pass (each pass
+    carries that many tangents at once, so GEMMs get ``chunk_size`` times more rows);
+    ``mode="rev"``: one reverse sweep per output element over a single recorded graph;
+    ``"auto"``: forward mode when there are no more inputs than outputs, else reverse.
+    Memory: the result plus one pass whose activations are ``chunk_size`` times larger. The
+    default chunk keeps a pass's tangents near 16M elements; ``chunk_size=1`` is the leanest.
+    Functions with ops that cannot carry a batch of directions (attention, whose tangents
+    would exceed 4-D; any 4-D input) fall back to one direction per pass.
     """
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"jacobian: chunk_size must be a positive int, got {chunk_size!r}")
 
     def jac(*args):
         nums = _argnums_tuple(argnums, len(args))
@@ -184,18 +218,23 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto"):
         n_in = [int(np.prod(x.shape)) for x in dyn_leaves]
         n_out = [int(np.prod(y.shape)) for y in out]
         total_in, total_out = sum(n_in), sum(n_out)
-        use_fwd = mode == "fwd" or (mode == "auto" and total_in < total_out)
+        use_fwd = mode == "fwd" or (mode == "auto" and total_in <= total_out)
         dtype = np.result_type(*[np.dtype(y.dtype) for y in out])
         J = np.zeros((total_out, total_in), dtype=dtype)
         if use_fwd:
-            col = 0
-            for k, x in enumerate(dyn_leaves):
-                for j in range(n_in[k]):
-                    tans = [np.zeros(t.shape, np.dtype(t.dtype)) for t in dyn_leaves]
-                    tans[k].reshape(-1)[j] = 1.0
-                    _, tout = _core.jvp_flat(flat, dyn_leaves, [_core.array(t) for t in tans])
-                    J[:, col] = np.concatenate([np.asarray(t).reshape(-1) for t in tout])
-                    col += 1
+            chunk = chunk_size or max(1, min(total_in, _DEFAULT_CHUNK_ELEMENTS // max(total_in, total_out, 1)))
+            start, batched = 0, True
+            while start < total_in:
+                K = min(chunk, total_in - start)
+                try:
+                    cols = jvp_columns(flat, dyn_leaves, start, K, n_in, batched)
+                except ValueError as e:
+                    if not batched or not _unbatchable(e):
+                        raise
+                    batched = False  # e.g. attention: continue one direction per pass
+                    continue
+                J[:, start:start + K] = np.concatenate([c.reshape(K, -1) for c in cols], axis=1).T
+                start += K
         else:
             row = 0
             for k, y in enumerate(out):

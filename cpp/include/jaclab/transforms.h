@@ -20,6 +20,9 @@ struct JvpResult {
   TensorList tangents;
 };
 JvpResult jvp(const Fn& f, const TensorList& primals, const TensorList& tangents);
+// K directions at once: tangents[i] has shape (K, *primals[i].shape); the result's tangents
+// have shape (K, *out.shape). One pass instead of K; memory grows with K.
+JvpResult jvp_batched(const Fn& f, const TensorList& primals, const TensorList& tangents, int64_t K);
 
 // The pullback returned by vjp; may be called any number of times.
 class VjpFunction {

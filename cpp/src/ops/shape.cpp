@@ -10,6 +10,16 @@ namespace jaclab {
 namespace {
 using Grads = std::vector<Tensor>;
 
+// A batch of tangents (K, *s) reshaped to (K, 1.., *s) with `rank` dims after the direction axis,
+// so that right-aligned broadcasting against a rank-`rank` shape keeps K in front.
+Tensor pad_directions(const Tensor& t, int rank) {
+  if (t.ndim() - 1 >= rank) return t;
+  Shape s{t.shape()[0]};
+  for (int i = t.ndim() - 1; i < rank; ++i) s.push_back(1);
+  for (int i = 1; i < t.ndim(); ++i) s.push_back(t.shape()[i]);
+  return reshape(t, s);
+}
+
 std::vector<int> normalized_axes(const std::vector<int>& axes, int ndim, const char* op) {
   std::vector<int> r;
   if (axes.empty())
@@ -36,6 +46,7 @@ Tensor sum(const Tensor& x, std::vector<int> axes_in, bool keepdims) {
         if (!c.t(0).defined()) return Tensor();
         std::vector<int> neg;  // counted from the end: valid with a leading direction axis too
         for (int a : axes) neg.push_back(a - nd);
+        if (neg.empty()) return c.t(0);  // 0-d input: nothing to reduce (an empty list means "all")
         return sum(c.t(0), neg, keepdims);
       },
       [axes](const VjpContext& c) {  // y = sum(x) -> dx = broadcast(g)
@@ -57,7 +68,10 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
   if (x.shape() == shape) return x;
   return make_op(
       "broadcast_to", {x}, x.value().broadcast_view(shape),
-      [shape](const JvpContext& c) { return c.t(0).defined() ? broadcast_to(c.t(0), c.tshape(shape)) : Tensor(); },
+      [shape](const JvpContext& c) {
+        if (!c.t(0).defined()) return Tensor();
+        return broadcast_to(c.batch ? pad_directions(c.t(0), static_cast<int>(shape.size())) : c.t(0), c.tshape(shape));
+      },
       [](const VjpContext& c) { return Grads{sum_to(c.g, c.in(0).shape())}; });
 }
 
@@ -66,7 +80,15 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   if (x.shape() == shape) return x;
   return make_op(
       "sum_to", {x}, kernels::sum_to(x.value(), shape),
-      [shape](const JvpContext& c) { return c.t(0).defined() ? sum_to(c.t(0), c.tshape(shape)) : Tensor(); },
+      [shape, nd = x.ndim()](const JvpContext& c) {
+        if (!c.t(0).defined()) return Tensor();
+        if (!c.batch) return sum_to(c.t(0), shape);
+        // (K, *x.shape) -> (K, 1.., *shape) aligned to x's rank, then drop the padding.
+        Shape padded{c.batch};
+        for (int i = static_cast<int>(shape.size()); i < nd; ++i) padded.push_back(1);
+        for (auto d : shape) padded.push_back(d);
+        return reshape(sum_to(c.t(0), padded), c.tshape(shape));
+      },
       [](const VjpContext& c) { return Grads{broadcast_to(c.g, c.in(0).shape())}; });
 }
 
