@@ -335,7 +335,7 @@ MatLayout blas_layout(const Array& a) {
 
 }  // namespace
 
-Array matmul(const Array& a_in, const Array& b_in) {
+Array matmul(const Array& a_in, const Array& b_in, const Array* acc) {
   if (a_in.dtype() != b_in.dtype())
     throw_type("matmul: dtype mismatch, ", dtype_name(a_in.dtype()), " vs ", dtype_name(b_in.dtype()));
   require_float(a_in, "matmul");
@@ -365,20 +365,28 @@ Array matmul(const Array& a_in, const Array& b_in) {
   if (out_shape.size() > static_cast<size_t>(kMaxDims) + 1)
     throw_value("matmul: result would have more than ", kMaxDims, " dims");
 
+  // The result starts as the accumulator (broadcast, copied) and the GEMMs add to it (beta = 1).
+  Array out;
+  if (acc) {
+    if (acc->dtype() != a.dtype())
+      throw_type("addmm: dtype mismatch, ", dtype_name(acc->dtype()), " vs ", dtype_name(a.dtype()));
+    out = acc->broadcast_view(final_shape).clone().reshape_view(out_shape);
+  } else {
+    out = Array::empty(out_shape, a.dtype());
+  }
+  if (M == 0 || N == 0) return out.reshape_view(final_shape);
+  if (K == 0) {
+    if (!acc) fill(out, 0.0);
+    return out.reshape_view(final_shape);
+  }
   // Fast path: (..., M, K) @ (K, N) with a row-contiguous `a` is one GEMM of (batch*M, K) @ (K, N).
   int64_t nbatch = numel_of(batch);
   if (numel_of(bb) == 1 && nbatch > 1 && a.is_contiguous() && static_cast<int64_t>(numel_of(ba)) == nbatch) {
-    Array a2 = a.reshape_view({nbatch * M, K});
-    Array b2 = b.reshape_view({K, N});
-    if (b.ndim() > 2) b2 = b.contiguous().reshape_view({K, N});
-    return matmul(a2, b2).reshape_view(final_shape);
-  }
-
-  Array out = Array::empty(out_shape, a.dtype());
-  if (M == 0 || N == 0) return out.reshape_view(final_shape);
-  if (K == 0) {
-    fill(out, 0.0);
-    return out.reshape_view(final_shape);
+    M *= nbatch;
+    nbatch = 1;
+    batch = Shape{};
+    a = a.reshape_view({M, K});
+    b = b.ndim() > 2 ? b.contiguous().reshape_view({K, N}) : b;
   }
   MatLayout la = blas_layout(a), lb = blas_layout(b);
   if (!la.ok) { a = a.contiguous(); la = blas_layout(a); }
@@ -396,11 +404,12 @@ Array matmul(const Array& a_in, const Array& b_in) {
     const T* A = a.data<T>();
     const T* B = b.data<T>();
     T* C = out.data<T>();
+    const T beta = acc ? T(1) : T(0);
     std::vector<int64_t> idx(nb, 0);
     for (int64_t t = 0; t < nbatch; ++t) {
       int64_t oa = 0, ob = 0;
       for (int i = 0; i < nb; ++i) { oa += idx[i] * sa[i]; ob += idx[i] * sb[i]; }
-      detail::gemm<T>(la.trans, lb.trans, M, N, K, T(1), A + oa, la.ld, B + ob, lb.ld, T(0), C + t * M * N, N);
+      detail::gemm<T>(la.trans, lb.trans, M, N, K, T(1), A + oa, la.ld, B + ob, lb.ld, beta, C + t * M * N, N);
       for (int i = nb - 1; i >= 0; --i) {
         if (++idx[i] < batch[i]) break;
         idx[i] = 0;

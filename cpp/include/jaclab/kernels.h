@@ -29,7 +29,8 @@ Array sum_to(const Array& x, const Shape& shape);
 Array max(const Array& x, int axis, bool keepdims);
 
 // NumPy matmul semantics: 1-D operands promoted, batch dims broadcast. Uses BLAS GEMM.
-Array matmul(const Array& a, const Array& b);
+// With `acc`: acc + a @ b, acc broadcast to the product's shape (the GEMM accumulates, beta = 1).
+Array matmul(const Array& a, const Array& b, const Array* acc = nullptr);
 
 Array softmax(const Array& x, int axis);
 Array log_softmax(const Array& x, int axis);

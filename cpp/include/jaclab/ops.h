@@ -48,6 +48,7 @@ Tensor swapaxes(const Tensor& x, int a, int b);
 
 // ---- linear algebra (ops/matmul.cpp) ------------------------------------------------------------
 Tensor matmul(const Tensor& a, const Tensor& b);  // NumPy semantics, batched, broadcasting
+Tensor addmm(const Tensor& c, const Tensor& a, const Tensor& b);  // c + a @ b, one GEMM pass
 
 // ---- softmax family (ops/softmax.cpp) -------------------------------------------------------
 Tensor softmax(const Tensor& x, int axis = -1);

@@ -35,10 +35,11 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
                 shape_str(W.shape()), ", b ", shape_str(b.shape()));
   return make_op(
       "linear", {x, W, b}, kernels::linear(x.value(), W.value(), b.value()),
-      [](const JvpContext& c) {
-        Tensor t = c.t(0).defined() ? matmul(c.t(0), c.in(1)) : Tensor();
-        if (c.t(1).defined()) t = add_opt(t, matmul(c.in(0), c.t(1)));
-        return add_opt(t, c.t(2));
+      [](const JvpContext& c) {  // the bias tangent seeds the GEMM accumulator
+        Tensor t = c.t(2);
+        if (c.t(0).defined()) t = t.defined() ? addmm(t, c.t(0), c.in(1)) : matmul(c.t(0), c.in(1));
+        if (c.t(1).defined()) t = t.defined() ? addmm(t, c.in(0), c.t(1)) : matmul(c.in(0), c.t(1));
+        return t;
       },
       [](const VjpContext& c) {
         const int64_t K = c.in(1).shape()[0], N = c.in(1).shape()[1];

@@ -13,32 +13,73 @@ using Grads = std::vector<Tensor>;
 
 Tensor mT(const Tensor& x) { return swapaxes(x, -1, -2); }
 
+Tensor addmm_nd(const Tensor& c, const Tensor& a, const Tensor& b);
+
+Tensor matmul_nd(const Tensor& a, const Tensor& b);
+
+// dA = G B^T, dB = A^T G; a shared 2-D weight folds the batch into the GEMM's K dim instead of
+// summing (B, K, N) copies.
+Grads matmul_vjp(const VjpContext& c, size_t ia, size_t ib) {
+  const Tensor &A = c.in(ia), &B = c.in(ib);
+  Tensor ga, gb;
+  if (c.needs[ia]) ga = matmul_nd(c.g, mT(B));
+  if (c.needs[ib]) {
+    if (B.ndim() == 2 && A.ndim() > 2) {
+      const int64_t K = A.shape().back(), N = B.shape().back();
+      gb = matmul_nd(mT(reshape(A, {-1, K})), reshape(c.g, {-1, N}));
+    } else {
+      gb = matmul_nd(mT(A), c.g);
+    }
+  }
+  return {ga, gb};
+}
+
+// acc + x @ y with the symbolic zero handled (acc undefined = 0).
+Tensor accumulate_product(const Tensor& acc, const Tensor& x, const Tensor& y) {
+  return acc.defined() ? addmm_nd(acc, x, y) : matmul_nd(x, y);
+}
+
+// dC = dA B + A dB
+Tensor product_jvp(const Tensor& acc, const JvpContext& c, size_t ia, size_t ib) {
+  Tensor t = acc;
+  if (c.t(ia).defined()) t = accumulate_product(t, c.t(ia), c.in(ib));
+  if (c.t(ib).defined()) t = accumulate_product(t, c.in(ia), c.t(ib));
+  return t;
+}
+
 Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   return make_op(
       "matmul", {a, b}, kernels::matmul(a.value(), b.value()),
-      [](const JvpContext& c) {
-        Tensor ta = c.t(0).defined() ? matmul_nd(c.t(0), c.in(1)) : Tensor();
-        Tensor tb = c.t(1).defined() ? matmul_nd(c.in(0), c.t(1)) : Tensor();
-        if (!ta.defined()) return tb;
-        return tb.defined() ? add(ta, tb) : ta;
-      },
-      [](const VjpContext& c) {
-        const Tensor &A = c.in(0), &B = c.in(1);
-        Tensor ga, gb;
-        if (c.needs[0]) ga = matmul_nd(c.g, mT(B));
-        if (c.needs[1]) {
-          if (B.ndim() == 2 && A.ndim() > 2) {
-            // Shared weight: fold the batch into the GEMM's K dim instead of summing (B, K, N) copies.
-            const int64_t K = A.shape().back(), N = B.shape().back();
-            gb = matmul_nd(mT(reshape(A, {-1, K})), reshape(c.g, {-1, N}));
-          } else {
-            gb = matmul_nd(mT(A), c.g);
-          }
-        }
-        return Grads{ga, gb};
+      [](const JvpContext& c) { return product_jvp(Tensor(), c, 0, 1); },
+      [](const VjpContext& c) { return matmul_vjp(c, 0, 1); });
+}
+
+// addmm: C + A @ B in one GEMM pass (the product accumulates onto C). C must broadcast to the
+// product's shape. Used by the product rules so that tangents sum inside the GEMMs.
+//   jvp  dC + dA B + A dB        vjp  gC = G (summed back by sum_to), gA = G B^T, gB = A^T G
+Tensor addmm_nd(const Tensor& c, const Tensor& a, const Tensor& b) {
+  require_same_dtype(c, a, "addmm");
+  const Shape& pa = a.shape();
+  Shape prod = broadcast_shapes(Shape(pa.begin(), pa.end() - 2), Shape(b.shape().begin(), b.shape().end() - 2), "matmul");
+  prod.push_back(pa[pa.size() - 2]);
+  prod.push_back(b.shape().back());
+  if (broadcast_shapes(c.shape(), prod, "addmm") != prod) return add(c, matmul_nd(a, b));
+  return make_op(
+      "addmm", {c, a, b}, kernels::matmul(a.value(), b.value(), &c.value()),
+      [](const JvpContext& ctx) { return product_jvp(ctx.t(0), ctx, 1, 2); },
+      [](const VjpContext& ctx) {
+        Grads ab = matmul_vjp(ctx, 1, 2);
+        return Grads{ctx.needs[0] ? ctx.g : Tensor(), ab[0], ab[1]};
       });
 }
 }  // namespace
+
+Tensor addmm(const Tensor& c, const Tensor& a, const Tensor& b) {
+  require_same_dtype(a, b, "addmm");
+  if (a.ndim() < 2 || b.ndim() < 2) return add(c, matmul(a, b));
+  if (a.shape().back() != b.shape()[b.ndim() - 2]) return matmul(a, b);  // raises the aligned-shapes error
+  return addmm_nd(c, a, b);
+}
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   require_same_dtype(a, b, "matmul");
