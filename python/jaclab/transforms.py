@@ -162,7 +162,7 @@ def linearize(f: Callable, *primals):
     return out, f_jvp
 
 
-_DEFAULT_CHUNK_ELEMENTS = 1 << 24  # ~16M elements per batched tangent pass (128 MB in float64)
+_DEFAULT_CHUNK_ELEMENTS = 1 << 20  # ~1M tangent elements per batched pass (8 MB in float64: stays in cache-friendly sizes)
 
 
 def _unbatchable(err: ValueError) -> bool:
@@ -200,7 +200,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto", 
     ``mode="rev"``: one reverse sweep per output element over a single recorded graph;
     ``"auto"``: forward mode when there are no more inputs than outputs, else reverse.
     Memory: the result plus one pass whose activations are ``chunk_size`` times larger. The
-    default chunk keeps a pass's tangents near 16M elements; ``chunk_size=1`` is the leanest.
+    default chunk keeps a pass's tangents near 1M elements; ``chunk_size=1`` is the leanest.
     Functions with ops that cannot carry a batch of directions (attention, whose tangents
     would exceed 4-D; any 4-D input) fall back to one direction per pass.
     """
