@@ -565,3 +565,15 @@ def test_cli_train_compare(tmp_path, capsys):
     with np.load(tmp_path / "losses.npz") as z:
         assert sorted(z.files) == ["backward-sgd", "rk4", "sgd"] and len(z["sgd"]) == 30
     assert cli.main(["train", "--model", "transformer", "--data", "spirals", "--steps", "2"]) == 2
+
+
+@pytest.mark.parametrize("method", ["rk23", "rk45"])
+def test_adaptive_rk_at_exact_stationary_point_keeps_h(method):
+    """err == 0 (data fitted exactly) must not grow h without bound (it used to reach inf/NaN)."""
+    X = np.random.default_rng(0).standard_normal((16, 2))
+    W = np.array([[1.0], [2.0]])
+    params = {"W": W, "b": np.zeros(1)}
+    r = jl.optim.train(jl.nn.Linear(2, 1), params, "mse", (X, X @ W), jl.optim.RK(method, 0.1), steps=600,
+                       batch_size=4)
+    np.testing.assert_array_equal(r.params["W"], W)
+    assert np.all(np.isfinite(r.losses)) and max(r.losses) == 0.0

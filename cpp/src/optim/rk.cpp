@@ -6,6 +6,7 @@
 // error control: rk23 = Bogacki-Shampine 3(2) and rk45 = Dormand-Prince 5(4) (SciPy's names).
 // For a pair with weights b (order p, propagated) and b* (order q = p - 1):
 //   err = h ||sum_i (b_i - b*_i) k_i||_2;  factor = clip(safety (tol / err)^(1/(q+1)), min_factor, max_factor)
+//   (factor = 1 when err == 0)
 //   err <= tol: accept, next h = h factor;  otherwise retry the step (same batch, same k_1) with h factor.
 // The batch changes every step, so the pairs' FSAL property (k_s = next k_1) is not used.
 // Variants (RECONSTRUCTED wiring, papers.md item 2):
@@ -155,7 +156,8 @@ class RK final : public Optimizer {
         e2 += acc * acc;
       }
       const double err = h * std::sqrt(e2);
-      const double factor = err == 0 ? o_.max_factor
+      // err == 0 (e.g. an exact stationary point) says nothing about a larger step: keep h.
+      const double factor = err == 0 ? 1.0
                                      : std::clamp(o_.safety * std::pow(o_.tol / err, 1.0 / (tab_.q + 1)),
                                                   o_.min_factor, o_.max_factor);
       s.scalars["err"] = err;

@@ -125,7 +125,7 @@ def rk_step(opt, theta, state, f):
             break
         e = combine(0.0, 1.0, [bi - bl for bi, bl in zip(b, b_low)], k)
         err = h * math.sqrt(float(np.sum(e * e)))    # local error estimate of the lower-order pair
-        factor = opt.max_factor if err == 0 else min(max(opt.safety * (opt.tol / err) ** (1 / (q + 1)),
+        factor = 1.0 if err == 0 else min(max(opt.safety * (opt.tol / err) ** (1 / (q + 1)),
                                                          opt.min_factor), opt.max_factor)
         new["err"] = err
         if err <= opt.tol:
