@@ -23,7 +23,6 @@ Writes backward_sgd.png; prints the numbers quoted in the tutorial and ``RESULT 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import time
@@ -31,6 +30,7 @@ import time
 import numpy as np
 
 import jaclab as jl
+from _common import save_png
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, os.pardir, "docs", "figures")
@@ -158,13 +158,7 @@ def main(argv=None):
         fig.tight_layout()
         os.makedirs(args.out, exist_ok=True)
         fn = os.path.normpath(os.path.join(args.out, "backward_sgd.png"))
-        buf = io.BytesIO()
-        fig.savefig(buf, dpi=100, format="png")
-        plt.close(fig)
-        from PIL import Image
-
-        buf.seek(0)
-        Image.open(buf).convert("RGB").quantize(colors=256).save(fn, optimize=True)
+        save_png(fig, fn)
         res["files"] = [fn]
         print(f"wrote {fn} ({os.path.getsize(fn) / 1024:.0f} KB)")
     res["seconds"] = time.perf_counter() - t_start

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 import jaclab as jl
+from _common import save_png
 from jaclab.optim import reference as ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -139,25 +140,6 @@ def save(fig, out, name, written):
     fn = os.path.normpath(os.path.join(out, f"optim_{name}.png"))
     save_png(fig, fn)
     written.append(fn)
-
-
-def save_png(fig, fn, dpi=100):
-    """Save at ``dpi`` as a 256-colour palette PNG (a third of the size of matplotlib's RGBA PNG)."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=dpi, format="png")
-    plt.close(fig)
-    try:
-        from PIL import Image  # a dependency of matplotlib
-    except ImportError:
-        with open(fn, "wb") as fh:
-            fh.write(buf.getvalue())
-        return
-    buf.seek(0)
-    Image.open(buf).convert("RGB").quantize(colors=256).save(fn, optimize=True)
 
 
 COLORS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6"]

@@ -28,7 +28,6 @@ real stability limits (the h lambda where the factor crosses 1), then ``RESULT {
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -37,6 +36,7 @@ import time
 import numpy as np
 
 import jaclab as jl
+from _common import save_png
 from jaclab.optim import reference as ref
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -216,13 +216,7 @@ def main(argv=None):
         fig.tight_layout()
         os.makedirs(args.out, exist_ok=True)
         fn = os.path.normpath(os.path.join(args.out, "rk_stability.png"))
-        buf = io.BytesIO()
-        fig.savefig(buf, dpi=100, format="png")
-        plt.close(fig)
-        from PIL import Image
-
-        buf.seek(0)
-        Image.open(buf).convert("RGB").quantize(colors=256).save(fn, optimize=True)
+        save_png(fig, fn)
         res["files"] = [fn]
         print(f"wrote {fn} ({os.path.getsize(fn) / 1024:.0f} KB)")
     res["seconds"] = time.perf_counter() - t0
