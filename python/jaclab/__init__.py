@@ -42,7 +42,7 @@ from ._core import (  # noqa: F401
     transpose,
     zeros,
 )
-from . import analysis, data, nn, optim  # noqa: F401,E402
+from . import analysis, data, nn, optim, thought  # noqa: F401,E402
 from ._pytree import tree_flatten, tree_map, tree_unflatten  # noqa: F401
 from .transforms import grad, hvp, jacobian, jvp, linearize, value_and_grad, vjp  # noqa: F401
 
