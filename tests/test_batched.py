@@ -99,3 +99,91 @@ def test_batched_tangent_shape_errors():
         _core.jvp_flat(lambda xs: [jl.tanh(xs[0])], [x], [jl.array(np.ones((2, 3)))], 4)
     with pytest.raises(ValueError, match="chunk_size"):
         jl.jacobian(jl.tanh, chunk_size=0)(np.ones(3))
+
+
+# ---- batched reverse mode: K cotangents in one sweep ---------------------------------------
+
+
+def batched_pullback_vs_separate(f, args, rng, K=3):
+    def flat(xs):
+        out = f(*xs)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    out, pullback = _core.vjp_flat(flat, [jl.array(a) for a in args])
+    cts = [rng.standard_normal((K,) + tuple(o.shape)) for o in out]
+    gb = pullback([jl.array(c) for c in cts], K)
+    for k in range(K):
+        gk = pullback([jl.array(c[k]) for c in cts])
+        for got, want in zip(gb, gk):
+            got, want = np.asarray(got)[k], np.asarray(want)
+            scale = max(1.0, float(np.max(np.abs(want))))
+            assert np.max(np.abs(got - want)) <= 1e-13 * scale
+
+
+@pytest.mark.parametrize("op", SPECS, ids=SPEC_IDS)
+def test_batched_pullback_matches_separate_pullbacks(op):
+    rng = np.random.default_rng(11)
+    args = op.args(rng)
+    try:
+        batched_pullback_vs_separate(op.f, args, rng)
+    except ValueError as e:  # only where a batch of cotangents would exceed 4-D
+        assert any(m in str(e) for m in UNBATCHABLE + ("batch of cotangent directions",)), str(e)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_pullback_random_chains(seed):
+    rng = np.random.default_rng(4000 + seed)
+    names = [n for n in LINKS if n != "attention"]
+    chain = [str(n) for n in rng.choice(names, size=int(rng.integers(3, 6)))]
+
+    def f(x, W, c):
+        s = x
+        for name in chain:
+            s = LINKS[name](s, W, c)
+        return s
+
+    args = [rng.standard_normal((3, 4)), rng.standard_normal((4, 4)), rng.standard_normal(4)]
+    batched_pullback_vs_separate(f, args, rng, K=5)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3, 1000])
+def test_chunked_rev_jacobian_equals_fwd(chunk):
+    rng = np.random.default_rng(5)
+    p = {"W": rng.standard_normal((4, 7)), "b": rng.standard_normal(7)}
+    x = rng.standard_normal((3, 4))
+
+    def f(p, x):
+        h = jl.tanh(jl.linear(x, p["W"], p["b"]))
+        return [jl.log_softmax(h), jl.sum(h * h, axis=0)]
+
+    Jr = jl.jacobian(f, argnums=(0, 1), mode="rev", chunk_size=chunk)(p, x)
+    Jf = jl.jacobian(f, argnums=(0, 1), mode="fwd", chunk_size=1)(p, x)
+    for a, b in zip(jl.tree_flatten(Jr)[0], jl.tree_flatten(Jf)[0]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 4])
+def test_per_sample_jacobian_rev_chunks(chunk):
+    rng = np.random.default_rng(6)
+    model = jl.nn.Sequential(jl.nn.Linear(6, 8), jl.nn.Tanh(), jl.nn.Linear(8, 3))
+    params = model.init(0)
+    x = rng.standard_normal((5, 6))
+    fn = lambda h: model.apply(params, h)  # noqa: E731
+    J = jl.analysis.per_sample_jacobian(fn, x, mode="rev", chunk_size=chunk)
+    Jfull = jl.jacobian(fn, mode="fwd", chunk_size=1)(x)
+    np.testing.assert_allclose(J, np.stack([Jfull[b, :, b, :] for b in range(5)]), rtol=1e-12, atol=1e-13)
+
+
+def test_attention_rev_falls_back_to_one_direction_per_sweep():
+    rng = np.random.default_rng(8)
+    q = rng.standard_normal((1, 2, 3, 4))
+    f = lambda q: jl.attention(q, q, q, causal=False)  # noqa: E731
+    Jr = jl.jacobian(f, mode="rev", chunk_size=5)(q)
+    Jf = jl.jacobian(f, mode="fwd", chunk_size=1)(q)
+    np.testing.assert_allclose(Jr, Jf, rtol=1e-12, atol=1e-13)
+
+
+def test_batched_pullback_errors():
+    out, pullback = _core.vjp_flat(lambda xs: [jl.tanh(xs[0])], [jl.array(np.ones((2, 3)))])
+    with pytest.raises(ValueError, match=r"leading axis"):
+        pullback([jl.array(np.ones((2, 3)))], 4)

@@ -84,17 +84,28 @@ int64_t jvp_level_batch(int level) {
   return it == g_level_batch.end() ? 0 : it->second;
 }
 
-Shape JvpContext::tshape(const Shape& s) const {
-  if (!batch) return s;
-  Shape r{batch};
+Shape batched_shape(int64_t K, const Shape& s) {
+  if (!K) return s;
+  Shape r{K};
   for (auto d : s) r.push_back(d);
   return r;
 }
-std::vector<int> JvpContext::tperm(const std::vector<int>& perm) const {
-  if (!batch) return perm;
+std::vector<int> batched_perm(int64_t K, const std::vector<int>& perm) {
+  if (!K) return perm;
   std::vector<int> r{0};
   for (int p : perm) r.push_back(p + 1);
   return r;
+}
+
+Tensor sum_to_batched(const Tensor& g, const Shape& shape, int64_t K) {
+  if (!K) return sum_to(g, shape);
+  const Shape want = batched_shape(K, shape);
+  if (g.shape() == want) return g;
+  // (K, 1.., *shape) aligned to g's rank keeps K in front; then drop the padding.
+  Shape padded{K};
+  for (int i = static_cast<int>(shape.size()) + 1; i < g.ndim(); ++i) padded.push_back(1);
+  for (auto d : shape) padded.push_back(d);
+  return reshape(sum_to(g, padded), want);
 }
 int& reverse_trace_depth() { return t_reverse_depth; }
 
@@ -170,7 +181,10 @@ Tensor watch(const Tensor& x) {
 
 // ---- backward -------------------------------------------------------------------------------
 std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& cotangents,
-                             const std::vector<Tensor>& inputs, bool create_graph) {
+                             const std::vector<Tensor>& inputs, bool create_graph, int64_t batch) {
+  if (batch < 0) throw ValueError("backward: batch must be >= 0");
+  if (batch && create_graph)
+    throw ValueError("backward: a batch of cotangents is first order only (no create_graph)");
   GradModeGuard mode(create_graph);
   std::unordered_map<Node*, std::vector<size_t>> target_of;
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -219,8 +233,9 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
   for (size_t k = 0; k < outputs.size(); ++k) {
     auto& y = outputs[k];
     auto& ct = cotangents[k];
-    if (ct.shape() != y.shape() || ct.dtype() != y.dtype())
-      throw_value("vjp: cotangent ", k, " is a ", describe(ct), " but the output is a ", describe(y));
+    if (ct.shape() != batched_shape(batch, y.shape()) || ct.dtype() != y.dtype())
+      throw_value("vjp: cotangent ", k, " is a ", describe(ct), " but the output is a ", describe(y),
+                  batch ? str_cat(" (with ", batch, " directions on a leading axis)") : std::string());
     if (y.requires_grad() && needed[y.grad_fn().get()]) accumulate(y.grad_fn().get(), ct);
   }
 
@@ -243,17 +258,17 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
       needs[i] = x.grad_fn() && needed[x.grad_fn().get()];
       any_tangent |= x.has_tangents();
     }
-    VjpContext ctx{node->inputs, g, node->out_value, needs, create_graph || any_tangent};
+    VjpContext ctx{node->inputs, g, node->out_value, needs, create_graph || any_tangent, batch};
     std::vector<Tensor> grads = node->vjp(ctx);
     for (size_t i = 0; i < node->inputs.size(); ++i) {
       if (!needs[i] || i >= grads.size() || !grads[i].defined()) continue;
       const Tensor& x = node->inputs[i];
-      Tensor gi = grads[i].shape() == x.shape() ? grads[i] : sum_to(grads[i], x.shape());
+      Tensor gi = sum_to_batched(grads[i], x.shape(), batch);
       accumulate(x.grad_fn().get(), gi);
     }
   }
   for (size_t i = 0; i < inputs.size(); ++i)
-    if (!result[i].defined()) result[i] = Tensor(Array::zeros(inputs[i].shape(), inputs[i].dtype()));
+    if (!result[i].defined()) result[i] = Tensor(Array::zeros(batched_shape(batch, inputs[i].shape()), inputs[i].dtype()));
   return result;
 }
 

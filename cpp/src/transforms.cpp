@@ -84,6 +84,13 @@ TensorList VjpFunction::operator()(const TensorList& cotangents) const {
   return backward(outputs_, cotangents, inputs_, create_graph);
 }
 
+TensorList VjpFunction::batched(const TensorList& cotangents, int64_t K) const {
+  if (K <= 0) throw_value("vjp: the number of cotangent directions must be positive, got ", K);
+  if (cotangents.size() != outputs_.size())
+    throw_value("expected ", outputs_.size(), " cotangents, got ", cotangents.size());
+  return backward(outputs_, cotangents, inputs_, false, K);
+}
+
 VjpResult vjp(const Fn& f, const TensorList& primals) {
   TensorList watched(primals.size());
   for (size_t i = 0; i < primals.size(); ++i) {

@@ -9,7 +9,10 @@ namespace jaclab::py_bind {
 
 void bind_transforms(py::module_& m) {
   py::class_<VjpFunction>(m, "VjpFunction")
-      .def("__call__", [](const VjpFunction& f, const TensorList& ct) { return f(ct); }, py::arg("cotangents"))
+      .def("__call__", [](const VjpFunction& f, const TensorList& ct, int64_t batch) {
+            return batch ? f.batched(ct, batch) : f(ct);
+          }, py::arg("cotangents"), py::arg("batch") = 0,
+          "Cotangents -> input cotangents; with batch=K each carries K directions on a leading axis.")
       .def_property_readonly("num_outputs", &VjpFunction::num_outputs);
   m.def("jvp_flat", [](const Fn& f, const TensorList& primals, const TensorList& tangents, int64_t batch) {
         JvpResult r = batch ? jvp_batched(f, primals, tangents, batch) : jvp(f, primals, tangents);

@@ -29,13 +29,20 @@ __all__ = ["per_sample_jacobian", "input_jacobian", "layer_jacobians", "layer_ja
 _CHUNK_ELEMENTS = 1 << 20  # tangent elements per batched forward pass (8 MB in float64; larger was slower)
 
 
+def _vjp_raw(fn, x):
+    """The engine's pullback of fn at x (a flat list-of-tensors function), for batched sweeps."""
+    _, pullback = _core.vjp_flat(lambda xs: [fn(xs[0])], [_core.array(x)])
+    return pullback
+
+
 def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None) -> np.ndarray:
     """Per-sample Jacobian of a batch function ``fn: (B, *in) -> (B, *out)``.
 
     Returns ``(B, *out, *in)`` as a NumPy array. ``mode``:
     - "fwd": batched forward mode, ``chunk_size`` input coordinates per pass (each pass
       carries that many tangent directions at once, for all samples);
-    - "rev": one reverse sweep per output coordinate (cotangent e_i in every sample);
+    - "rev": batched reverse mode, ``chunk_size`` output coordinates per sweep (cotangent e_i
+      in every sample);
     - "auto": "fwd" when ``n_in <= n_out``, else "rev".
     Assumes sample b's output depends only on sample b's input (true for jaclab's blocks).
     Memory: the result plus one pass with ``chunk_size`` times the activations (default:
@@ -58,12 +65,28 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     dtype = np.dtype(out.dtype)
     J = np.empty((B, n_out, n_in), dtype)
     if mode == "rev" or (mode == "auto" and n_out < n_in):
-        ct = np.zeros((B, n_out), dtype)
-        for i in range(n_out):
-            ct[:, i] = 1.0
-            (g,) = pullback(ct.reshape(out.shape))
-            J[:, i, :] = np.asarray(g).reshape(B, n_in)
-            ct[:, i] = 0.0
+        # Batched reverse mode: K output coordinates per sweep (cotangent e_i in every sample).
+        chunk = chunk_size or max(1, min(n_out, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
+        raw_pullback = _vjp_raw(fn, x)
+        start, batched = 0, True
+        while start < n_out:
+            K = min(chunk, n_out - start)
+            C = np.zeros((K, B, n_out), dtype)
+            C[np.arange(K), :, start + np.arange(K)] = 1.0
+            try:
+                if batched:
+                    (g,) = raw_pullback([_core.array(C.reshape((K,) + tuple(out.shape)))], K)
+                    rows = np.asarray(g).reshape(K, B, n_in)
+                else:
+                    rows = np.stack([np.asarray(pullback(C[k].reshape(out.shape))[0]).reshape(B, n_in)
+                                     for k in range(K)])
+            except ValueError as e:
+                if not batched or not _transforms._unbatchable(e):
+                    raise
+                batched = False  # e.g. attention: one direction per sweep from here on
+                continue
+            J[:, start:start + K, :] = rows.transpose(1, 0, 2)
+            start += K
     else:
         chunk = chunk_size or max(1, min(n_in, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
         flat = lambda xs: [fn(xs[0])]  # noqa: E731

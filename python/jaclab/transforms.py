@@ -166,9 +166,10 @@ _DEFAULT_CHUNK_ELEMENTS = 1 << 20  # ~1M tangent elements per batched pass (8 MB
 
 
 def _unbatchable(err: ValueError) -> bool:
-    """True when a batched forward pass failed only because batching is unsupported there."""
+    """True when a batched pass failed only because batching is unsupported there."""
     msg = str(err)
-    return "batch of tangent directions" in msg or "at most 4 dimensions" in msg
+    return ("batch of tangent directions" in msg or "batch of cotangent directions" in msg
+            or "at most 4 dimensions" in msg)
 
 
 def jvp_columns(flat, leaves: list, start: int, K: int, n_in: list[int], batched: bool = True) -> list[np.ndarray]:
@@ -197,12 +198,13 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto", 
 
     ``mode="fwd"``: forward mode, ``chunk_size`` input directions per batched pass (each pass
     carries that many tangents at once, so GEMMs get ``chunk_size`` times more rows);
-    ``mode="rev"``: one reverse sweep per output element over a single recorded graph;
+    ``mode="rev"``: batched reverse sweeps over a single recorded graph, ``chunk_size`` output
+    elements per sweep;
     ``"auto"``: forward mode when there are no more inputs than outputs, else reverse.
     Memory: the result plus one pass whose activations are ``chunk_size`` times larger. The
     default chunk keeps a pass's tangents near 1M elements; ``chunk_size=1`` is the leanest.
-    Functions with ops that cannot carry a batch of directions (attention, whose tangents
-    would exceed 4-D; any 4-D input) fall back to one direction per pass.
+    Functions with ops that cannot carry a batch of directions (attention, whose batched
+    tangents/cotangents would exceed 4-D; any 4-D value) fall back to one direction per pass.
     """
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"jacobian: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
@@ -236,14 +238,31 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto", 
                 J[:, start:start + K] = np.concatenate([c.reshape(K, -1) for c in cols], axis=1).T
                 start += K
         else:
-            row = 0
-            for k, y in enumerate(out):
-                for i in range(n_out[k]):
-                    cts = [np.zeros(o.shape, np.dtype(o.dtype)) for o in out]
-                    cts[k].reshape(-1)[i] = 1.0
-                    g = pullback([_core.array(c) for c in cts])
-                    J[row, :] = np.concatenate([np.asarray(t).reshape(-1) for t in g])
-                    row += 1
+            chunk = chunk_size or max(1, min(total_out, _DEFAULT_CHUNK_ELEMENTS // max(total_in, total_out, 1)))
+            out_off = np.concatenate([[0], np.cumsum(n_out)])
+            start, batched = 0, True
+            while start < total_out:
+                K = min(chunk, total_out - start)
+                cts = [np.zeros((K,) + tuple(o.shape), np.dtype(o.dtype)) for o in out]
+                for k in range(K):
+                    i = start + k
+                    leaf = int(np.searchsorted(out_off, i, side="right") - 1)
+                    cts[leaf].reshape(K, -1)[k, i - out_off[leaf]] = 1.0
+                try:
+                    if batched:
+                        g = pullback([_core.array(c) for c in cts], K)
+                        rows = np.concatenate([np.asarray(t).reshape(K, -1) for t in g], axis=1)
+                    else:
+                        rows = np.stack([np.concatenate([np.asarray(t).reshape(-1)
+                                                         for t in pullback([_core.array(c[k]) for c in cts])])
+                                         for k in range(K)])
+                except ValueError as e:
+                    if not batched or not _unbatchable(e):
+                        raise
+                    batched = False  # e.g. attention: one direction per sweep from here on
+                    continue
+                J[start:start + K, :] = rows
+                start += K
         # Split into blocks: output leaf x input leaf, shaped out.shape + in.shape.
         out_off = np.concatenate([[0], np.cumsum(n_out)])
         in_off = np.concatenate([[0], np.cumsum(n_in)])

@@ -21,13 +21,20 @@
 
 namespace jaclab {
 
+// Shapes and permutations for a batch of K directions carried on a leading axis (K = 0: none).
+Shape batched_shape(int64_t K, const Shape& s);                     // (K, *s), or s
+std::vector<int> batched_perm(int64_t K, const std::vector<int>& perm);  // (0, perm + 1), or perm
+
 struct VjpContext {
   const std::vector<Tensor>& inputs;  // the op's inputs, as saved at forward time
-  const Tensor& g;                    // cotangent of the output
+  const Tensor& g;                    // cotangent of the output: (K, *out.shape) in a batched sweep
   const Array& out_value;             // raw output value
   const std::vector<bool>& needs;     // needs[i]: input i wants a cotangent
   bool differentiable;                // rules must build a differentiable result
+  int64_t batch = 0;                  // K cotangents at once (leading axis), 0 when unbatched
   const Tensor& in(size_t i) const { return inputs[i]; }
+  Shape tshape(const Shape& s) const { return batched_shape(batch, s); }
+  std::vector<int> tperm(const std::vector<int>& perm) const { return batched_perm(batch, perm); }
   // The output as a tensor. When the result must be differentiable (second order), the output is
   // recomputed from the inputs by `recompute` so that it carries its own graph and tangents; at
   // first order the saved value is used as a constant.
@@ -49,8 +56,8 @@ struct JvpContext {
   int64_t batch = 0;                    // K directions at this level, 0 when unbatched
   const Tensor& in(size_t i) const { return primals[i]; }
   const Tensor& t(size_t i) const { return tangents[i]; }
-  Shape tshape(const Shape& s) const;             // (K, *s) when batched, else s
-  std::vector<int> tperm(const std::vector<int>& perm) const;  // (0, perm + 1) when batched
+  Shape tshape(const Shape& s) const { return batched_shape(batch, s); }
+  std::vector<int> tperm(const std::vector<int>& perm) const { return batched_perm(batch, perm); }
 };
 
 using VjpRule = std::function<std::vector<Tensor>(const VjpContext&)>;
@@ -78,8 +85,14 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
 // Reverse-mode sweep: d(sum_k <cotangents[k], outputs[k]>)/d(inputs[i]). Every input must have a
 // grad_fn (see `watch`); propagation stops at the inputs. Unreached inputs get zeros.
 // With create_graph the sweep itself is recorded, so its results can be differentiated again.
+// With batch = K > 0 every cotangent carries K directions on a leading axis, (K, *output.shape),
+// and so do the results; first order only (create_graph must be false).
 std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& cotangents,
-                             const std::vector<Tensor>& inputs, bool create_graph);
+                             const std::vector<Tensor>& inputs, bool create_graph, int64_t batch = 0);
+
+// Reduce a batch of K cotangents (K, *s') to (K, *shape), where `shape` broadcasts to s'
+// (the batched form of sum_to; K = 0 is plain sum_to).
+Tensor sum_to_batched(const Tensor& g, const Shape& shape, int64_t K);
 
 // An alias of x with a fresh identity node: the point a reverse sweep differentiates with respect to.
 Tensor watch(const Tensor& x);

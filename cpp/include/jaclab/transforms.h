@@ -29,6 +29,9 @@ class VjpFunction {
  public:
   VjpFunction(TensorList outputs, TensorList inputs) : outputs_(std::move(outputs)), inputs_(std::move(inputs)) {}
   TensorList operator()(const TensorList& cotangents) const;
+  // K cotangents per output at once, (K, *out.shape): one reverse sweep instead of K; the
+  // results are (K, *in.shape). First order.
+  TensorList batched(const TensorList& cotangents, int64_t K) const;
   size_t num_outputs() const { return outputs_.size(); }
 
  private:

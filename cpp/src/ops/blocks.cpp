@@ -44,7 +44,10 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
       [](const VjpContext& c) {
         const int64_t K = c.in(1).shape()[0], N = c.in(1).shape()[1];
         Tensor gx = c.needs[0] ? matmul(c.g, mT(rule_input(c, 1))) : Tensor();
-        Tensor gW = c.needs[1] ? matmul(mT(reshape(rule_input(c, 0), {-1, K})), reshape(c.g, {-1, N})) : Tensor();
+        Tensor gW;
+        if (c.needs[1])  // x^T g with the rows folded; with K cotangent directions: per direction
+          gW = c.batch ? matmul(mT(rule_input(c, 0)), c.g)
+                       : matmul(mT(reshape(rule_input(c, 0), {-1, K})), reshape(c.g, {-1, N}));
         return Grads{gx, gW, c.needs[2] ? c.g : Tensor()};  // db: summed by the central sum_to
       });
 }
@@ -144,6 +147,9 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
         return c.t(2).defined() ? add_opt(t, matmul(P, c.t(2))) : t;
       },
       [causal, sc](const VjpContext& c) {
+        if (c.batch)  // (K, B, H, T, dh) would exceed the 4-D tensor limit
+          throw_value("attention: reverse mode with a batch of cotangent directions is not supported; "
+                      "use one direction at a time");
         Tensor Q = rule_input(c, 0), K = rule_input(c, 1), V = rule_input(c, 2);
         Tensor P = attention_probs(Q, K, causal);
         Tensor gv = c.needs[2] ? matmul(mT(P), c.g) : Tensor();

@@ -24,7 +24,7 @@ Grads matmul_vjp(const VjpContext& c, size_t ia, size_t ib) {
   Tensor ga, gb;
   if (c.needs[ia]) ga = matmul_nd(c.g, mT(B));
   if (c.needs[ib]) {
-    if (B.ndim() == 2 && A.ndim() > 2) {
+    if (B.ndim() == 2 && A.ndim() > 2 && !c.batch) {
       const int64_t K = A.shape().back(), N = B.shape().back();
       gb = matmul_nd(mT(reshape(A, {-1, K})), reshape(c.g, {-1, N}));
     } else {

@@ -51,7 +51,7 @@ Tensor sum(const Tensor& x, std::vector<int> axes_in, bool keepdims) {
       },
       [axes](const VjpContext& c) {  // y = sum(x) -> dx = broadcast(g)
         const Shape& xs = c.in(0).shape();
-        return Grads{broadcast_to(reshape(c.g, keepdims_shape(xs, axes)), xs)};
+        return Grads{broadcast_to(reshape(c.g, c.tshape(keepdims_shape(xs, axes))), c.tshape(xs))};
       });
 }
 
@@ -72,7 +72,7 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
         if (!c.t(0).defined()) return Tensor();
         return broadcast_to(c.batch ? pad_directions(c.t(0), static_cast<int>(shape.size())) : c.t(0), c.tshape(shape));
       },
-      [](const VjpContext& c) { return Grads{sum_to(c.g, c.in(0).shape())}; });
+      [](const VjpContext& c) { return Grads{sum_to_batched(c.g, c.in(0).shape(), c.batch)}; });
 }
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {
@@ -89,7 +89,10 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
         for (auto d : shape) padded.push_back(d);
         return reshape(sum_to(c.t(0), padded), c.tshape(shape));
       },
-      [](const VjpContext& c) { return Grads{broadcast_to(c.g, c.in(0).shape())}; });
+      [](const VjpContext& c) {
+        const Shape& xs = c.in(0).shape();
+        return Grads{broadcast_to(c.batch ? pad_directions(c.g, static_cast<int>(xs.size())) : c.g, c.tshape(xs))};
+      });
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape_in) {
@@ -117,7 +120,7 @@ Tensor reshape(const Tensor& x, const Shape& shape_in) {
   return make_op(
       "reshape", {x}, v,
       [shape](const JvpContext& c) { return c.t(0).defined() ? reshape(c.t(0), c.tshape(shape)) : Tensor(); },
-      [](const VjpContext& c) { return Grads{reshape(c.g, c.in(0).shape())}; });
+      [](const VjpContext& c) { return Grads{reshape(c.g, c.tshape(c.in(0).shape()))}; });
 }
 
 Tensor permute(const Tensor& x, const std::vector<int>& perm_in) {
@@ -137,7 +140,7 @@ Tensor permute(const Tensor& x, const std::vector<int>& perm_in) {
   return make_op(
       "permute", {x}, v,
       [perm](const JvpContext& c) { return c.t(0).defined() ? permute(c.t(0), c.tperm(perm)) : Tensor(); },
-      [inv](const VjpContext& c) { return Grads{permute(c.g, inv)}; });
+      [inv](const VjpContext& c) { return Grads{permute(c.g, c.tperm(inv))}; });
 }
 
 Tensor transpose(const Tensor& x) {

@@ -21,9 +21,9 @@ Tensor softmax(const Tensor& x, int axis) {
         const Tensor& y = c.out;
         return mul(y, sub(c.t(0), sum(mul(y, c.t(0)), {neg}, true)));
       },
-      [ax](const VjpContext& c) {
+      [ax, neg = ax - x.ndim()](const VjpContext& c) {
         Tensor y = c.out([&] { return softmax(c.in(0), ax); });
-        return Grads{mul(y, sub(c.g, sum(mul(c.g, y), {ax}, true)))};
+        return Grads{mul(y, sub(c.g, sum(mul(c.g, y), {neg}, true)))};
       });
 }
 
@@ -37,9 +37,9 @@ Tensor log_softmax(const Tensor& x, int axis) {
         Tensor p = exp(c.out);
         return sub(c.t(0), sum(mul(p, c.t(0)), {neg}, true));
       },
-      [ax](const VjpContext& c) {
+      [ax, neg = ax - x.ndim()](const VjpContext& c) {
         Tensor p = c.differentiable ? softmax(c.in(0), ax) : Tensor(kernels::unary(kernels::Unary::Exp, c.out_value));
-        return Grads{sub(c.g, mul(p, sum(c.g, {ax}, true)))};
+        return Grads{sub(c.g, mul(p, sum(c.g, {neg}, true)))};
       });
 }
 
