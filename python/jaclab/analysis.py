@@ -29,12 +29,6 @@ __all__ = ["per_sample_jacobian", "input_jacobian", "layer_jacobians", "layer_ja
 _CHUNK_ELEMENTS = 1 << 20  # tangent elements per batched forward pass (8 MB in float64; larger was slower)
 
 
-def _vjp_raw(fn, x):
-    """The engine's pullback of fn at x (a flat list-of-tensors function), for batched sweeps."""
-    _, pullback = _core.vjp_flat(lambda xs: [fn(xs[0])], [_core.array(x)])
-    return pullback
-
-
 def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None) -> np.ndarray:
     """Per-sample Jacobian of a batch function ``fn: (B, *in) -> (B, *out)``.
 
@@ -57,7 +51,8 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
         raise ValueError(f"per_sample_jacobian: chunk_size must be a positive int, got {chunk_size!r}")
     B, in_shape = x.shape[0], x.shape[1:]
     n_in = int(np.prod(in_shape))
-    out, pullback = vjp(fn, x)
+    xt = _core.array(x)
+    (out,), pullback = _core.vjp_flat(lambda xs: [fn(xs[0])], [xt])  # one recorded forward pass
     out_shape = tuple(out.shape[1:])
     if out.shape[0] != B:
         raise ValueError(f"per_sample_jacobian: output batch {out.shape[0]} != input batch {B}")
@@ -67,7 +62,6 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     if mode == "rev" or (mode == "auto" and n_out < n_in):
         # Batched reverse mode: K output coordinates per sweep (cotangent e_i in every sample).
         chunk = chunk_size or max(1, min(n_out, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
-        raw_pullback = _vjp_raw(fn, x)
         start, batched = 0, True
         while start < n_out:
             K = min(chunk, n_out - start)
@@ -75,10 +69,10 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
             C[np.arange(K), :, start + np.arange(K)] = 1.0
             try:
                 if batched:
-                    (g,) = raw_pullback([_core.array(C.reshape((K,) + tuple(out.shape)))], K)
+                    (g,) = pullback([_core.array(C.reshape((K,) + tuple(out.shape)))], K)
                     rows = np.asarray(g).reshape(K, B, n_in)
                 else:
-                    rows = np.stack([np.asarray(pullback(C[k].reshape(out.shape))[0]).reshape(B, n_in)
+                    rows = np.stack([np.asarray(pullback([_core.array(C[k].reshape(out.shape))])[0]).reshape(B, n_in)
                                      for k in range(K)])
             except ValueError as e:
                 if not batched or not _transforms._unbatchable(e):
@@ -90,7 +84,6 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     else:
         chunk = chunk_size or max(1, min(n_in, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
         flat = lambda xs: [fn(xs[0])]  # noqa: E731
-        xt = _core.array(x)
         start, batched = 0, True
         while start < n_in:
             K = min(chunk, n_in - start)
