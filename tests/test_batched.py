@@ -187,3 +187,47 @@ def test_batched_pullback_errors():
     out, pullback = _core.vjp_flat(lambda xs: [jl.tanh(xs[0])], [jl.array(np.ones((2, 3)))])
     with pytest.raises(ValueError, match=r"leading axis"):
         pullback([jl.array(np.ones((2, 3)))], 4)
+
+
+# ---- shared tangent directions: (K, 1, ...) tangents broadcast over rows -------------------
+
+
+# Ops whose first argument has rows to share a tangent across (>= 2 dims).
+SHARED_SPECS = [s for s in SPECS if s.args(np.random.default_rng(0)) and s.args(np.random.default_rng(0))[0].ndim >= 2]
+
+
+@pytest.mark.parametrize("op", SHARED_SPECS, ids=[s.name for s in SHARED_SPECS])
+def test_shared_tangent_equals_broadcast_tangent(op):
+    """A tangent with size-1 dims (one direction shared by all rows) gives exactly what the same
+    tangent broadcast to full shape gives, for every op (reductions, reshapes and norms included)."""
+    rng = np.random.default_rng(13)
+    args = op.args(rng)
+    K = 2
+    shared = [rng.standard_normal((K, 1) + a.shape[1:]) if i == 0 else rng.standard_normal((K,) + a.shape)
+              for i, a in enumerate(args)]
+    full = [np.broadcast_to(t, (K,) + a.shape).copy() for t, a in zip(shared, args)]
+
+    def flat(xs):
+        out = op.f(*xs)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    primals = [jl.array(a) for a in args]
+    try:
+        _, ts = _core.jvp_flat(flat, primals, [jl.array(t) for t in shared], K)
+    except ValueError as e:
+        assert any(m in str(e) for m in UNBATCHABLE), str(e)
+        return
+    _, tf = _core.jvp_flat(flat, primals, [jl.array(t) for t in full], K)
+    for a, b in zip(ts, tf):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-13, atol=1e-13)
+
+
+def test_per_sample_jacobian_fwd_with_norms_and_reductions():
+    rng = np.random.default_rng(14)
+    model = jl.nn.Sequential(jl.nn.Linear(5, 6), jl.nn.LayerNorm(6), jl.nn.GELU(), jl.nn.Residual(jl.nn.MLP(6, 8, 6)))
+    params = model.init(1)
+    x = rng.standard_normal((4, 5))
+    fn = lambda h: jl.softmax(model.apply(params, h)) * jl.sum(h, axis=-1, keepdims=True)  # noqa: E731
+    J = jl.analysis.per_sample_jacobian(fn, x, mode="fwd", chunk_size=2)
+    Jfull = jl.jacobian(fn, mode="rev", chunk_size=1)(x)
+    np.testing.assert_allclose(J, np.stack([Jfull[b, :, b, :] for b in range(4)]), rtol=1e-12, atol=1e-13)

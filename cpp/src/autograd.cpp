@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -110,6 +111,21 @@ Tensor sum_to_batched(const Tensor& g, const Shape& shape, int64_t K) {
 int& reverse_trace_depth() { return t_reverse_depth; }
 
 // ---- make_op --------------------------------------------------------------------------------
+namespace {
+// Ops whose JVP rule treats every dim but the contracted one elementwise, so that a tangent shared
+// across rows (size-1 dims) gives the right, still-shared result. Contractions (matmul, linear)
+// check their contracted dim's size, so a shared contracted dim is an error, never a wrong answer.
+bool accepts_shared_tangents(const char* name) {
+  static const char* const kOps[] = {"add",  "sub",  "mul",   "div",       "neg",     "scale",     "add_scalar",
+                                     "pow",  "exp",  "log",   "tanh",      "sigmoid", "relu",      "erf",
+                                     "gelu", "gelu_grad",     "gelu_tanh", "softplus", "square",   "sqrt",
+                                     "one_minus_square",      "matmul",    "addmm",   "linear"};
+  for (const char* op : kOps)
+    if (std::strcmp(op, name) == 0) return true;
+  return false;
+}
+}  // namespace
+
 Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const JvpRule& jvp, VjpRule vjp) {
   bool record = false;
   if (t_grad_mode)
@@ -145,6 +161,16 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
     // rule's recorded graph may hold it, and `out` is about to hold the rule's result (a cycle).
     Tensor out_l = out.alias_below(level);
     const int64_t K = jvp_level_batch(level);
+    if (K && !accepts_shared_tangents(name)) {
+      // A tangent may share a direction across dims (size 1 where the input has more, e.g. one
+      // basis vector for all samples). Only ops whose rule is elementwise in those dims may see it
+      // that way; for the others (reductions, reshapes, norms) make it the full shape (a view).
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        if (!tans[i].defined()) continue;
+        const Shape full = batched_shape(K, inputs[i].shape());
+        if (tans[i].shape() != full) tans[i] = broadcast_to(tans[i], full);
+      }
+    }
     if (K && inputs.size() > 1) {
       // Align each tangent's direction axis in front of the output's rank: (K, 1, .., *shape).
       for (size_t i = 0; i < inputs.size(); ++i) {

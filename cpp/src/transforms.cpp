@@ -35,14 +35,9 @@ JvpResult jvp_impl(const Fn& f, const TensorList& primals, const TensorList& tan
   for (auto& y : out) {
     if (!y.defined()) throw_value("jvp: the function returned an undefined tensor");
     Tensor t = y.tangent(level);
-    if (!t.defined()) {
-      Shape s = y.shape();
-      if (K) {
-        s = Shape{K};
-        for (auto d : y.shape()) s.push_back(d);
-      }
-      t = Tensor(Array::zeros(s, y.dtype()));
-    }
+    const Shape want = batched_shape(K, y.shape());
+    if (!t.defined()) t = Tensor(Array::zeros(want, y.dtype()));
+    else if (t.shape() != want) t = broadcast_to(t, want);  // directions shared by all rows (a view)
     r.tangents.push_back(t);
     r.out.push_back(y.strip_levels_from(level));
   }
@@ -60,11 +55,15 @@ JvpResult jvp_batched(const Fn& f, const TensorList& primals, const TensorList& 
   if (tangents.size() != primals.size())
     throw_value("expected ", primals.size(), " tangents, got ", tangents.size());
   for (size_t i = 0; i < primals.size(); ++i) {
-    Shape want{K};
-    for (auto d : primals[i].shape()) want.push_back(d);
-    if (!tangents[i].defined() || tangents[i].shape() != want || tangents[i].dtype() != primals[i].dtype())
-      throw_value("tangent ", i, " is a ", describe(tangents[i]), " but a batch of ", K, " directions for the ",
-                  describe(primals[i]), " must have shape ", shape_str(want));
+    // (K, *shape), where dims may be 1 to share a direction across them (e.g. the same basis
+    // vector for every sample: (K, 1, d) for a (B, d) input costs the first product once).
+    const Shape want = batched_shape(K, primals[i].shape());
+    const Tensor& t = tangents[i];
+    bool ok = t.defined() && t.dtype() == primals[i].dtype() && t.shape().size() == want.size() && t.shape()[0] == K;
+    for (size_t d = 1; ok && d < want.size(); ++d) ok = t.shape()[d] == want[d] || t.shape()[d] == 1;
+    if (!ok)
+      throw_value("tangent ", i, " is a ", describe(t), " but a batch of ", K, " directions for the ",
+                  describe(primals[i]), " must have shape ", shape_str(want), " (dims after the first may be 1)");
   }
   return jvp_impl(f, primals, tangents, K);
 }

@@ -87,15 +87,17 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
         start, batched = 0, True
         while start < n_in:
             K = min(chunk, n_in - start)
-            T = np.zeros((K, B, n_in), x.dtype)
-            T[np.arange(K), :, start + np.arange(K)] = 1.0
+            # The same basis vector e_j for every sample: shape (K, 1, *in), so the first product
+            # against a weight is done once, not once per sample.
+            T = np.zeros((K, 1, n_in), x.dtype)
+            T[np.arange(K), 0, start + np.arange(K)] = 1.0
             try:
                 if batched:
-                    (tout,) = _core.jvp_flat(flat, [xt], [_core.array(T.reshape((K,) + x.shape))], K)[1]
+                    (tout,) = _core.jvp_flat(flat, [xt], [_core.array(T.reshape((K, 1) + tuple(in_shape)))], K)[1]
                     cols = np.asarray(tout).reshape(K, B, n_out)
                 else:
-                    cols = np.stack([np.asarray(jvp(fn, (x,), (T[k].reshape(x.shape),))[1]).reshape(B, n_out)
-                                     for k in range(K)])
+                    cols = np.stack([np.asarray(jvp(fn, (x,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1])
+                                     .reshape(B, n_out) for k in range(K)])
             except ValueError as e:
                 if not batched or not _transforms._unbatchable(e):
                     raise
