@@ -680,3 +680,17 @@ def test_position_layer_jacobians(seed):
             want = np.stack([full[b, pos, :, b, pos, :] for b in range(2)])
             assert_close(J[l], want, 1e-12, what=f"layer {l} position {pos}")
         assert_close(analysis.position_layer_jacobians(model, params, x, position=pos), J.mean(1), 1e-15)
+
+
+@pytest.mark.parametrize("n,iters", [(400, 120), (300, 300), (60, 60)])
+def test_lanczos_partial_reorthogonalisation_keeps_basis_orthogonal(n, iters):
+    """Partial reorthogonalisation: the basis stays orthogonal to ~sqrt(eps) or better and the
+    extreme Ritz values match eigvalsh, on a dense operator with clustered eigenvalues."""
+    rng = np.random.default_rng(n)
+    M = rng.standard_normal((n, n))
+    H = (M + M.T) / 2 + np.diag(np.linspace(0, 30, n))
+    T, Q = jl.analysis._lanczos(lambda v: H @ v, n, iters, np.random.default_rng(1))
+    assert np.max(np.abs(Q @ Q.T - np.eye(iters))) < 1e-7
+    ritz, ref = np.linalg.eigvalsh(T), np.linalg.eigvalsh(H)
+    np.testing.assert_allclose(ritz[-5:], ref[-5:], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ritz[0], ref[0], rtol=0, atol=1e-9)
