@@ -558,7 +558,7 @@ def hessian_trace(loss, params, n_probes: int = 100, seed: int = 0, probes: str 
         samples = np.empty(n_probes)
         for t in range(n_probes):
             v = rng.choice([-1.0, 1.0], size=n) if probes == "rademacher" else rng.standard_normal(n)
-            samples[t] = float(v @ mv(v))
+            samples[t] = _vdot(v, mv(v))  # not BLAS: see _vdot
         est = float(np.mean(samples))
         se = float(np.std(samples, ddof=1) / np.sqrt(n_probes)) if n_probes > 1 else float("nan")
     else:
