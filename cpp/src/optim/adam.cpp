@@ -39,7 +39,7 @@ class Adam final : public Optimizer {
       using T = decltype(zero);
       T *th = theta.data<T>(), *mm = m.data<T>(), *vv = v.data<T>();
       const T* gr = g.data<T>();
-      for (int64_t i = 0; i < theta.numel(); ++i) {
+      for (int64_t i = 0, n = theta.numel(); i < n; ++i) {
         mm[i] = b1_ * mm[i] + (1 - b1_) * gr[i];
         vv[i] = b2_ * vv[i] + (1 - b2_) * (gr[i] * gr[i]);
         const double m_hat = mm[i] / c1, v_hat = vv[i] / c2;

@@ -27,9 +27,9 @@ class Polyak final : public Optimizer {
       T* th = theta.data<T>();
       const T* gr = g.data<T>();
       double g2 = 0;
-      for (int64_t i = 0; i < theta.numel(); ++i) g2 += static_cast<double>(gr[i]) * gr[i];
+      for (int64_t i = 0, n = theta.numel(); i < n; ++i) g2 += static_cast<double>(gr[i]) * gr[i];
       const double h = std::min(std::max(scale_ * (loss - f_star_) / (g2 + eps_), 0.0), max_lr_);
-      for (int64_t i = 0; i < theta.numel(); ++i) th[i] = th[i] - h * gr[i];
+      for (int64_t i = 0, n = theta.numel(); i < n; ++i) th[i] = th[i] - h * gr[i];
       s.scalars["lr"] = h;
     });
     ++s.t;

@@ -16,7 +16,7 @@ class SGD final : public Optimizer {
       using T = decltype(zero);
       T* th = theta.data<T>();
       const T* gr = g.data<T>();
-      for (int64_t i = 0; i < theta.numel(); ++i) th[i] = th[i] - lr_ * gr[i];
+      for (int64_t i = 0, n = theta.numel(); i < n; ++i) th[i] = th[i] - lr_ * gr[i];
     });
     ++s.t;
     s.scalars["lr"] = lr_;
@@ -54,7 +54,7 @@ class Momentum final : public Optimizer {
       T* th = theta.data<T>();
       T* buf = m.data<T>();
       const T* gr = g.data<T>();
-      for (int64_t i = 0; i < theta.numel(); ++i) {
+      for (int64_t i = 0, n = theta.numel(); i < n; ++i) {
         buf[i] = beta_ * buf[i] + gr[i];
         th[i] = nesterov_ ? th[i] - lr_ * (gr[i] + beta_ * buf[i]) : th[i] - lr_ * buf[i];
       }
