@@ -44,8 +44,10 @@ class Module {
   // rounding (tests/test_optim.py).
   virtual bool has_fast_grad() const { return false; }
   virtual Array fast_forward(const Array* params, const Array& x, std::vector<Array>& tape) const;
-  // Given gy = dL/dy, writes dL/dparams[i] into grads[i] and returns dL/dx.
-  virtual Array fast_backward(const Array* params, std::vector<Array>& tape, const Array& gy, Array* grads) const;
+  // Given gy = dL/dy, writes dL/dparams[i] into grads[i] and returns dL/dx (an empty Array when
+  // need_dx is false: the first layer's input gradient is a whole GEMM nobody uses).
+  virtual Array fast_backward(const Array* params, std::vector<Array>& tape, const Array& gy, Array* grads,
+                              bool need_dx = true) const;
 };
 using ModulePtr = std::shared_ptr<const Module>;
 

@@ -27,14 +27,15 @@ Array fast_linear_forward(const Array& W, const Array& b, const Array& x, std::v
   tape.push_back(x);
   return kernels::linear(x, W, b);
 }
-Array fast_linear_backward(const Array& W, std::vector<Array>& tape, const Array& g, Array& gW, Array& gb) {
+Array fast_linear_backward(const Array& W, std::vector<Array>& tape, const Array& g, Array& gW, Array& gb,
+                           bool need_dx = true) {
   Array x = tape.back().contiguous();
   tape.pop_back();
   const int64_t K = W.shape()[0], N = W.shape()[1];
   Array g2 = g.contiguous().reshape_view({g.numel() / N, N});
   gW = kernels::matmul(x.reshape_view({x.numel() / K, K}).permute_view({1, 0}), g2);
   gb = kernels::sum(g2, {0}, false);
-  return kernels::matmul(g, W.permute_view({1, 0}));
+  return need_dx ? kernels::matmul(g, W.permute_view({1, 0})) : Array();
 }
 
 bool act_has_fast(nn::Activation a) { return a != nn::Activation::GeluTanh; }
@@ -93,8 +94,9 @@ class LinearM final : public Module {
   Array fast_forward(const Array* p, const Array& x, std::vector<Array>& tape) const override {
     return fast_linear_forward(p[0], p[1], x, tape);
   }
-  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads) const override {
-    return fast_linear_backward(p[0], tape, g, grads[0], grads[1]);
+  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads,
+                      bool need_dx) const override {
+    return fast_linear_backward(p[0], tape, g, grads[0], grads[1], need_dx);
   }
 
  private:
@@ -116,9 +118,10 @@ class MLPM final : public Module {
     Array h = fast_act_forward(act_, fast_linear_forward(p[0], p[2], x, tape), tape);
     return fast_linear_forward(p[1], p[3], h, tape);
   }
-  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads) const override {
+  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads,
+                      bool need_dx) const override {
     Array gh = fast_linear_backward(p[1], tape, g, grads[1], grads[3]);
-    return fast_linear_backward(p[0], tape, fast_act_backward(act_, tape, gh), grads[0], grads[2]);
+    return fast_linear_backward(p[0], tape, fast_act_backward(act_, tape, gh), grads[0], grads[2], need_dx);
   }
   std::string describe() const override {
     return str_cat("MLP(", d_in_, ", ", d_h_, ", ", d_out_, ", ", act_name(act_), ")");
@@ -231,9 +234,10 @@ class ResidualM final : public Module {
     Array y = block_->fast_forward(p, x, tape);
     return kernels::binary(kernels::Binary::Add, x, scale_ == 1.0 ? y : kernels::affine(y, scale_, 0.0));
   }
-  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads) const override {
-    Array gx = block_->fast_backward(p, tape, scale_ == 1.0 ? g : kernels::affine(g, scale_, 0.0), grads);
-    return kernels::binary(kernels::Binary::Add, g, gx);
+  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads,
+                      bool need_dx) const override {
+    Array gx = block_->fast_backward(p, tape, scale_ == 1.0 ? g : kernels::affine(g, scale_, 0.0), grads, need_dx);
+    return need_dx ? kernels::binary(kernels::Binary::Add, g, gx) : Array();
   }
 
  private:
@@ -270,13 +274,14 @@ class SequentialM final : public Module {
     }
     return h;
   }
-  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads) const override {
+  Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads,
+                      bool need_dx) const override {
     size_t off = 0;
     for (auto c : counts_) off += c;
     Array gh = g;
     for (size_t i = layers_.size(); i-- > 0;) {
       off -= counts_[i];
-      gh = layers_[i]->fast_backward(p + off, tape, gh, grads + off);
+      gh = layers_[i]->fast_backward(p + off, tape, gh, grads + off, i > 0 || need_dx);
     }
     return gh;
   }
@@ -300,8 +305,9 @@ class ActivationM final : public Module {
   Array fast_forward(const Array*, const Array& x, std::vector<Array>& tape) const override {
     return fast_act_forward(act_, x, tape);
   }
-  Array fast_backward(const Array*, std::vector<Array>& tape, const Array& g, Array*) const override {
-    return fast_act_backward(act_, tape, g);
+  Array fast_backward(const Array*, std::vector<Array>& tape, const Array& g, Array*, bool need_dx) const override {
+    Array gx = fast_act_backward(act_, tape, g);  // pops the tape either way
+    return need_dx ? gx : Array();
   }
   std::string describe() const override { return act_name(act_); }
 
@@ -329,7 +335,7 @@ class LastTokenM final : public Module {
 Array Module::fast_forward(const Array*, const Array&, std::vector<Array>&) const {
   throw_value(describe(), " has no fast gradient path");
 }
-Array Module::fast_backward(const Array*, std::vector<Array>&, const Array&, Array*) const {
+Array Module::fast_backward(const Array*, std::vector<Array>&, const Array&, Array*, bool) const {
   throw_value(describe(), " has no fast gradient path");
 }
 

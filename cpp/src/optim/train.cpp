@@ -98,7 +98,7 @@ Objective make_objective(const model::Module& m, model::Loss kind, const std::ve
       grads.assign(ps.size(), Array());
       Array gpred;
       const double loss = model::loss_and_grad(kind, m.fast_forward(ps.data(), b.x.value(), tape), b.y.value(), gpred);
-      m.fast_backward(ps.data(), tape, gpred, grads.data());
+      m.fast_backward(ps.data(), tape, gpred, grads.data(), /*need_dx=*/false);
       std::vector<Array> gviews = param_arrays(grad, shapes);
       for (size_t i = 0; i < ps.size(); ++i) kernels::copy(grads[i], gviews[i]);
       if (evals) ++*evals;
