@@ -335,7 +335,7 @@ MatLayout blas_layout(const Array& a) {
 
 }  // namespace
 
-Array matmul(const Array& a_in, const Array& b_in, const Array* acc) {
+Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into) {
   if (a_in.dtype() != b_in.dtype())
     throw_type("matmul: dtype mismatch, ", dtype_name(a_in.dtype()), " vs ", dtype_name(b_in.dtype()));
   require_float(a_in, "matmul");
@@ -372,7 +372,9 @@ Array matmul(const Array& a_in, const Array& b_in, const Array* acc) {
       throw_type("addmm: dtype mismatch, ", dtype_name(acc->dtype()), " vs ", dtype_name(a.dtype()));
     out = acc->broadcast_view(final_shape).clone().reshape_view(out_shape);
   } else {
-    out = Array::empty(out_shape, a.dtype());
+    out = into && into->is_contiguous() && into->dtype() == a.dtype() && numel_of(into->shape()) == numel_of(out_shape)
+              ? into->reshape_view(out_shape)  // caller's buffer (e.g. a slice of a flat gradient)
+              : Array::empty(out_shape, a.dtype());
   }
   if (M == 0 || N == 0) return out.reshape_view(final_shape);
   if (K == 0) {

@@ -30,7 +30,8 @@ Array max(const Array& x, int axis, bool keepdims);
 
 // NumPy matmul semantics: 1-D operands promoted, batch dims broadcast. Uses BLAS GEMM.
 // With `acc`: acc + a @ b, acc broadcast to the product's shape (the GEMM accumulates, beta = 1).
-Array matmul(const Array& a, const Array& b, const Array* acc = nullptr);
+// With `into` (contiguous, same dtype and size, no `acc`): the product is written there.
+Array matmul(const Array& a, const Array& b, const Array* acc = nullptr, Array* into = nullptr);
 
 Array softmax(const Array& x, int axis);
 Array log_softmax(const Array& x, int axis);

@@ -33,7 +33,9 @@ Array fast_linear_backward(const Array& W, std::vector<Array>& tape, const Array
   tape.pop_back();
   const int64_t K = W.shape()[0], N = W.shape()[1];
   Array g2 = g.contiguous().reshape_view({g.numel() / N, N});
-  gW = kernels::matmul(x.reshape_view({x.numel() / K, K}).permute_view({1, 0}), g2);
+  // gW may arrive as a view of the loop's flat gradient: the GEMM then writes straight into it.
+  gW = kernels::matmul(x.reshape_view({x.numel() / K, K}).permute_view({1, 0}), g2, nullptr,
+                       gW.defined() ? &gW : nullptr);
   gb = kernels::sum(g2, {0}, false);
   return need_dx ? kernels::matmul(g, W.permute_view({1, 0})) : Array();
 }

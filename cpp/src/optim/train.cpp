@@ -95,12 +95,13 @@ Objective make_objective(const model::Module& m, model::Loss kind, const std::ve
       std::vector<Array> ps = param_arrays(theta, shapes);
       thread_local std::vector<Array> tape, grads;  // reused: no large allocation per call
       tape.clear();
-      grads.assign(ps.size(), Array());
+      std::vector<Array> gviews = param_arrays(grad, shapes);
+      grads = gviews;  // blocks that can write their gradients in place do so
       Array gpred;
       const double loss = model::loss_and_grad(kind, m.fast_forward(ps.data(), b.x.value(), tape), b.y.value(), gpred);
       m.fast_backward(ps.data(), tape, gpred, grads.data(), /*need_dx=*/false);
-      std::vector<Array> gviews = param_arrays(grad, shapes);
-      for (size_t i = 0; i < ps.size(); ++i) kernels::copy(grads[i], gviews[i]);
+      for (size_t i = 0; i < ps.size(); ++i)
+        if (grads[i].raw() != gviews[i].raw()) kernels::copy(grads[i], gviews[i]);
       if (evals) ++*evals;
       return loss;
     };
