@@ -63,14 +63,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_core import NA, jax, jnp, machine_report, table, tfunc, torch  # noqa: E402
+from bench_core import NA, blocked, jax, jnp, machine_report, rel_diff, summarize, table, tfunc, torch  # noqa: E402
 
 import jaclab as jl  # noqa: E402
 
@@ -81,63 +80,7 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 LIBS = ("jaclab", "jax", "torch")
 
 
-# --- timing ----------------------------------------------------------------------------------
-def blocked(fns: dict, first_s: float, min_reps: int, max_reps: int, budget_s: float, rounds: int = 3,
-            settle_s: float = 0.25) -> dict:
-    """Seconds per call of each callable, each timed in its own block (see bench_core.blocked).
-
-    ``first_s``: duration of an earlier (untimed) call, used to cut warm-ups for slow calls.
-    ``budget_s`` is per callable over all rounds; at least ``min_reps`` calls are timed.
-    """
-    names = list(fns)
-    times = {n: [] for n in names}
-    lo, hi = -(-min_reps // rounds), max(1, max_reps // rounds)
-    for r in range(rounds):
-        for n in names if r % 2 == 0 else names[::-1]:
-            fn = fns[n]
-            time.sleep(settle_s)
-            for _ in range(0 if first_s > 0.3 else 1 if first_s > 0.05 else 2):
-                fn()
-            start = time.perf_counter()
-            for k in range(hi):
-                t0 = time.perf_counter()
-                fn()
-                times[n].append(time.perf_counter() - t0)
-                if k + 1 >= lo and time.perf_counter() - start > budget_s / rounds:
-                    break
-    return times
-
-
-def summarize(times: dict) -> tuple[dict, str]:
-    """(median seconds per name, worst spread over names as text): (p75 − p25) / median with
-    ≥ 4 samples, (max − min) / median with 2-3 (slow rows)."""
-    med, spread = {}, 0.0
-    for n, v in times.items():
-        med[n] = statistics.median(v)
-        if len(v) >= 4:
-            q = statistics.quantiles(v, n=4)
-            spread = max(spread, (q[2] - q[0]) / med[n])
-        elif len(v) >= 2:
-            spread = max(spread, (max(v) - min(v)) / med[n])
-    return med, f"{spread:.0%}"
-
-
-def to_np(x):
-    if torch is not None and isinstance(x, torch.Tensor):
-        return x.detach().numpy()
-    return np.asarray(x)
-
-
-def rel_diff(a, b) -> float:
-    """max over leaves of ‖a − b‖∞ / ‖b‖∞ (pytrees of the same structure; dicts sorted by key)."""
-    la, lb = jl.tree_flatten(a)[0], jl.tree_flatten(b)[0]
-    assert len(la) == len(lb), (len(la), len(lb))
-    worst = 0.0
-    for x, y in zip(la, lb):
-        x, y = to_np(x).astype(np.float64), to_np(y).astype(np.float64)
-        assert x.shape == y.shape, (x.shape, y.shape)
-        worst = max(worst, float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300)))
-    return worst
+# --- timing: bench_core.blocked / summarize / rel_diff ------------------------------------
 
 
 def gemm_peak(dtype, reps: int) -> float:
@@ -460,8 +403,9 @@ def run_workload(name, dtype, reps, task_filter) -> tuple[list, str]:
         # 3 rounds (A B C, C B A, A B C): a neighbour's load spike during one block cannot move the
         # median alone. Slow rows (a call > 0.3 s): one call per block, no warm-up (just warmed).
         slow = first > 0.3
-        med, noise = summarize(blocked(fns, first, min_reps=3 if slow else reps["min"], max_reps=reps["max"],
-                                       budget_s=reps["budget"], rounds=3))
+        warmup = 0 if first > 0.3 else 1 if first > 0.05 else 2  # slow calls were just warmed
+        med, noise = summarize(blocked(fns, min_reps=3 if slow else reps["min"], max_reps=reps["max"],
+                                       budget_s=reps["budget"], rounds=3, warmup=warmup))
         rows.append(dict(workload=name, task=task, dtype=np.dtype(dtype).name, flops=w["flops"][task],
                          ms={lib: s * 1e3 for lib, s in med.items()}, rd=rd, noise=noise, load=os.getloadavg()[0]))
         r = rows[-1]

@@ -132,7 +132,7 @@ def per_call_us(stmt: str, env: dict, reps: int, target_s: float = 0.02) -> floa
 
 
 def blocked(fns: dict, min_reps: int, max_reps: int, budget_s: float, rounds: int = 2,
-            settle_s: float = 0.25) -> dict:
+            settle_s: float = 0.25, warmup: int = 2) -> dict:
     """Median seconds per call of each callable (``budget_s`` is per callable).
 
     Each callable is timed in its own block (warm-up calls first), in ``rounds`` blocks run in
@@ -148,8 +148,8 @@ def blocked(fns: dict, min_reps: int, max_reps: int, budget_s: float, rounds: in
         for n in names if r % 2 == 0 else names[::-1]:
             fn = fns[n]
             time.sleep(settle_s)
-            fn()
-            fn()
+            for _ in range(warmup):
+                fn()
             start = time.perf_counter()
             for k in range(hi):
                 t0 = time.perf_counter()
@@ -161,24 +161,33 @@ def blocked(fns: dict, min_reps: int, max_reps: int, budget_s: float, rounds: in
 
 
 def summarize(times: dict) -> tuple[dict, str]:
-    """(median seconds per name, worst relative IQR over names as text): the noise indicator."""
+    """(median seconds per name, worst spread over names as text): (p75 − p25) / median with
+    ≥ 4 samples, (max − min) / median with 2-3 (slow rows)."""
     med, spread = {}, 0.0
     for n, v in times.items():
         med[n] = statistics.median(v)
         if len(v) >= 4:
             q = statistics.quantiles(v, n=4)
             spread = max(spread, (q[2] - q[0]) / med[n])
+        elif len(v) >= 2:
+            spread = max(spread, (max(v) - min(v)) / med[n])
     return med, f"{spread:.0%}"
 
 
+def to_np(x):
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().numpy()
+    return np.asarray(x)
+
+
 def rel_diff(a, b) -> float:
-    """max over leaves of ||a - b||_inf / ||b||_inf (a, b: pytrees of arrays, same structure)."""
+    """max over leaves of ‖a − b‖∞ / ‖b‖∞ (pytrees of the same structure; dicts sorted by key)."""
     la, lb = jl.tree_flatten(a)[0], jl.tree_flatten(b)[0]
     assert len(la) == len(lb), (len(la), len(lb))
     worst = 0.0
     for x, y in zip(la, lb):
-        x = np.asarray(x.detach().numpy() if torch is not None and isinstance(x, torch.Tensor) else x, np.float64)
-        y = np.asarray(y.detach().numpy() if torch is not None and isinstance(y, torch.Tensor) else y, np.float64)
+        x, y = to_np(x).astype(np.float64), to_np(y).astype(np.float64)
+        assert x.shape == y.shape, (x.shape, y.shape)
         worst = max(worst, float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300)))
     return worst
 
