@@ -6,7 +6,7 @@ import pytest
 
 import jaclab as jl
 from jaclab import _core
-from test_ops import SPECS, SPEC_IDS, LINKS
+from test_ops import LINKS, SPEC_IDS, SPECS, make_chain
 
 UNBATCHABLE = ("batch of tangent directions", "at most 4 dimensions")
 
@@ -41,14 +41,7 @@ def test_batched_jvp_matches_separate_jvps(op):
 @pytest.mark.parametrize("seed", range(6))
 def test_batched_jvp_random_chains(seed):
     rng = np.random.default_rng(3000 + seed)
-    names = [n for n in LINKS if n != "attention"]
-    chain = [str(n) for n in rng.choice(names, size=int(rng.integers(3, 6)))]
-
-    def f(x, W, c):
-        s = x
-        for name in chain:
-            s = LINKS[name](s, W, c)
-        return s
+    f, _ = make_chain(rng, [n for n in LINKS if n != "attention"])
 
     args = [rng.standard_normal((3, 4)), rng.standard_normal((4, 4)), rng.standard_normal(4)]
     batched_vs_separate(f, args, rng, K=5)
@@ -133,14 +126,7 @@ def test_batched_pullback_matches_separate_pullbacks(op):
 @pytest.mark.parametrize("seed", range(6))
 def test_batched_pullback_random_chains(seed):
     rng = np.random.default_rng(4000 + seed)
-    names = [n for n in LINKS if n != "attention"]
-    chain = [str(n) for n in rng.choice(names, size=int(rng.integers(3, 6)))]
-
-    def f(x, W, c):
-        s = x
-        for name in chain:
-            s = LINKS[name](s, W, c)
-        return s
+    f, _ = make_chain(rng, [n for n in LINKS if n != "attention"])
 
     args = [rng.standard_normal((3, 4)), rng.standard_normal((4, 4)), rng.standard_normal(4)]
     batched_pullback_vs_separate(f, args, rng, K=5)
