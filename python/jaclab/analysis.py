@@ -62,49 +62,35 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     if mode == "rev" or (mode == "auto" and n_out < n_in):
         # Batched reverse mode: K output coordinates per sweep (cotangent e_i in every sample).
         chunk = chunk_size or max(1, min(n_out, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
-        start, batched = 0, True
-        while start < n_out:
-            K = min(chunk, n_out - start)
+
+        def rows(start, K, batched):
             C = np.zeros((K, B, n_out), dtype)
             C[np.arange(K), :, start + np.arange(K)] = 1.0
-            try:
-                if batched:
-                    (g,) = pullback([_core.array(C.reshape((K,) + tuple(out.shape)))], K)
-                    rows = np.asarray(g).reshape(K, B, n_in)
-                else:
-                    rows = np.stack([np.asarray(pullback([_core.array(C[k].reshape(out.shape))])[0]).reshape(B, n_in)
-                                     for k in range(K)])
-            except ValueError as e:
-                if not batched or not _transforms._unbatchable(e):
-                    raise
-                batched = False  # e.g. attention: one direction per sweep from here on
-                continue
-            J[:, start:start + K, :] = rows.transpose(1, 0, 2)
-            start += K
+            if batched:
+                (g,) = pullback([_core.array(C.reshape((K,) + tuple(out.shape)))], K)
+                return np.asarray(g).reshape(K, B, n_in)
+            return np.stack([np.asarray(pullback([_core.array(C[k].reshape(out.shape))])[0]).reshape(B, n_in)
+                             for k in range(K)])
+
+        for start, K, r in _transforms.in_chunks(n_out, chunk, rows):
+            J[:, start:start + K, :] = r.transpose(1, 0, 2)
     else:
         chunk = chunk_size or max(1, min(n_in, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
         flat = lambda xs: [fn(xs[0])]  # noqa: E731
-        start, batched = 0, True
-        while start < n_in:
-            K = min(chunk, n_in - start)
+
+        def cols(start, K, batched):
             # The same basis vector e_j for every sample: shape (K, 1, *in), so the first product
             # against a weight is done once, not once per sample.
             T = np.zeros((K, 1, n_in), x.dtype)
             T[np.arange(K), 0, start + np.arange(K)] = 1.0
-            try:
-                if batched:
-                    (tout,) = _core.jvp_flat(flat, [xt], [_core.array(T.reshape((K, 1) + tuple(in_shape)))], K)[1]
-                    cols = np.asarray(tout).reshape(K, B, n_out)
-                else:
-                    cols = np.stack([np.asarray(jvp(fn, (x,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1])
-                                     .reshape(B, n_out) for k in range(K)])
-            except ValueError as e:
-                if not batched or not _transforms._unbatchable(e):
-                    raise
-                batched = False  # e.g. attention: one direction per pass from here on
-                continue
-            J[:, :, start:start + K] = cols.transpose(1, 2, 0)
-            start += K
+            if batched:
+                (tout,) = _core.jvp_flat(flat, [xt], [_core.array(T.reshape((K, 1) + tuple(in_shape)))], K)[1]
+                return np.asarray(tout).reshape(K, B, n_out)
+            return np.stack([np.asarray(jvp(fn, (x,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1])
+                             .reshape(B, n_out) for k in range(K)])
+
+        for start, K, c in _transforms.in_chunks(n_in, chunk, cols):
+            J[:, :, start:start + K] = c.transpose(1, 2, 0)
     return J.reshape((B,) + out_shape + tuple(in_shape))
 
 

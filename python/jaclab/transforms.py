@@ -172,6 +172,24 @@ def _unbatchable(err: ValueError) -> bool:
             or "at most 4 dimensions" in msg)
 
 
+def in_chunks(total: int, chunk: int, compute):
+    """Yield ``(start, K, compute(start, K, batched))`` over ``range(total)`` in chunks of ``chunk``.
+    ``compute`` first runs batched (K directions in one pass); when that raises because the
+    function cannot carry a batch of directions, this and all later chunks run unbatched."""
+    start, batched = 0, True
+    while start < total:
+        K = min(chunk, total - start)
+        try:
+            result = compute(start, K, batched)
+        except ValueError as e:
+            if not batched or not _unbatchable(e):
+                raise
+            batched = False  # e.g. attention: one direction per pass from here on
+            continue
+        yield start, K, result
+        start += K
+
+
 def jvp_columns(flat, leaves: list, start: int, K: int, n_in: list[int], batched: bool = True) -> list[np.ndarray]:
     """Output tangents for the K input basis directions start .. start+K-1 (over the flattened,
     concatenated input leaves): list of (K, *out.shape) arrays. ``batched``: ONE forward pass
@@ -225,44 +243,28 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto", 
         J = np.zeros((total_out, total_in), dtype=dtype)
         if use_fwd:
             chunk = chunk_size or max(1, min(total_in, _DEFAULT_CHUNK_ELEMENTS // max(total_in, total_out, 1)))
-            start, batched = 0, True
-            while start < total_in:
-                K = min(chunk, total_in - start)
-                try:
-                    cols = jvp_columns(flat, dyn_leaves, start, K, n_in, batched)
-                except ValueError as e:
-                    if not batched or not _unbatchable(e):
-                        raise
-                    batched = False  # e.g. attention: continue one direction per pass
-                    continue
+            for start, K, cols in in_chunks(total_in, chunk,
+                                            lambda st, K, bt: jvp_columns(flat, dyn_leaves, st, K, n_in, bt)):
                 J[:, start:start + K] = np.concatenate([c.reshape(K, -1) for c in cols], axis=1).T
-                start += K
         else:
             chunk = chunk_size or max(1, min(total_out, _DEFAULT_CHUNK_ELEMENTS // max(total_in, total_out, 1)))
             out_off = np.concatenate([[0], np.cumsum(n_out)])
-            start, batched = 0, True
-            while start < total_out:
-                K = min(chunk, total_out - start)
+
+            def rows(start, K, batched):
                 cts = [np.zeros((K,) + tuple(o.shape), np.dtype(o.dtype)) for o in out]
                 for k in range(K):
                     i = start + k
                     leaf = int(np.searchsorted(out_off, i, side="right") - 1)
                     cts[leaf].reshape(K, -1)[k, i - out_off[leaf]] = 1.0
-                try:
-                    if batched:
-                        g = pullback([_core.array(c) for c in cts], K)
-                        rows = np.concatenate([np.asarray(t).reshape(K, -1) for t in g], axis=1)
-                    else:
-                        rows = np.stack([np.concatenate([np.asarray(t).reshape(-1)
-                                                         for t in pullback([_core.array(c[k]) for c in cts])])
-                                         for k in range(K)])
-                except ValueError as e:
-                    if not batched or not _unbatchable(e):
-                        raise
-                    batched = False  # e.g. attention: one direction per sweep from here on
-                    continue
-                J[start:start + K, :] = rows
-                start += K
+                if batched:
+                    g = pullback([_core.array(c) for c in cts], K)
+                    return np.concatenate([np.asarray(t).reshape(K, -1) for t in g], axis=1)
+                return np.stack([np.concatenate([np.asarray(t).reshape(-1)
+                                                 for t in pullback([_core.array(c[k]) for c in cts])])
+                                 for k in range(K)])
+
+            for start, K, r in in_chunks(total_out, chunk, rows):
+                J[start:start + K, :] = r
         # Split into blocks: output leaf x input leaf, shaped out.shape + in.shape.
         out_off = np.concatenate([[0], np.cumsum(n_out)])
         in_off = np.concatenate([[0], np.cumsum(n_in)])
