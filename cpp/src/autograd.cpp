@@ -161,31 +161,42 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
     // rule's recorded graph may hold it, and `out` is about to hold the rule's result (a cycle).
     Tensor out_l = out.alias_below(level);
     const int64_t K = jvp_level_batch(level);
-    if (K && !accepts_shared_tangents(name)) {
-      // A tangent may share a direction across dims (size 1 where the input has more, e.g. one
-      // basis vector for all samples). Only ops whose rule is elementwise in those dims may see it
-      // that way; for the others (reductions, reshapes, norms) make it the full shape (a view).
-      for (size_t i = 0; i < inputs.size(); ++i) {
-        if (!tans[i].defined()) continue;
-        const Shape full = batched_shape(K, inputs[i].shape());
-        if (tans[i].shape() != full) tans[i] = broadcast_to(tans[i], full);
+    auto tangent = [&]() -> Tensor {
+      if (K && !accepts_shared_tangents(name)) {
+        // A tangent may share a direction across dims (size 1 where the input has more, e.g. one
+        // basis vector for all samples). Only ops whose rule is elementwise in those dims may see it
+        // that way; for the others (reductions, reshapes, norms) make it the full shape (a view).
+        for (size_t i = 0; i < inputs.size(); ++i) {
+          if (!tans[i].defined()) continue;
+          const Shape full = batched_shape(K, inputs[i].shape());
+          if (tans[i].shape() != full) tans[i] = broadcast_to(tans[i], full);
+        }
       }
-    }
-    if (K && inputs.size() > 1) {
-      // Align each tangent's direction axis in front of the output's rank: (K, 1, .., *shape).
-      for (size_t i = 0; i < inputs.size(); ++i) {
-        if (!tans[i].defined() || tans[i].ndim() == out.ndim() + 1) continue;
-        Shape padded{K};
-        for (int k = tans[i].ndim() - 1; k < out.ndim(); ++k) padded.push_back(1);
-        for (int k = 1; k < tans[i].ndim(); ++k) padded.push_back(tans[i].shape()[k]);
-        tans[i] = reshape(tans[i], padded);
+      if (K && inputs.size() > 1) {
+        // Align each tangent's direction axis in front of the output's rank: (K, 1, .., *shape).
+        for (size_t i = 0; i < inputs.size(); ++i) {
+          if (!tans[i].defined() || tans[i].ndim() == out.ndim() + 1) continue;
+          Shape padded{K};
+          for (int k = tans[i].ndim() - 1; k < out.ndim(); ++k) padded.push_back(1);
+          for (int k = 1; k < tans[i].ndim(); ++k) padded.push_back(tans[i].shape()[k]);
+          tans[i] = reshape(tans[i], padded);
+        }
       }
+      JvpContext ctx{primals, tans, out_l, K};
+      Tensor t = jvp(ctx);
+      if (t.defined() && t.shape() != ctx.tshape(out.shape())) t = broadcast_to(t, ctx.tshape(out.shape()));
+      return t;
+    };
+    Tensor t;
+    try {
+      t = tangent();
+    } catch (const UnbatchableError&) {
+      throw;
+    } catch (const ValueError& e) {  // e.g. a batched value beyond 4-D: the caller may go one by one
+      if (!K) throw;
+      throw UnbatchableError(str_cat(name, ": forward mode with a batch of ", K, " directions failed: ", e.what()));
     }
-    JvpContext ctx{primals, tans, out_l, K};
-    Tensor t = jvp(ctx);
     if (!t.defined()) continue;
-    const Shape want = ctx.tshape(out.shape());
-    if (t.shape() != want) t = broadcast_to(t, want);
     out.impl()->tangents.emplace_back(level, std::move(t));
   }
   return out;
@@ -285,12 +296,19 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
       any_tangent |= x.has_tangents();
     }
     VjpContext ctx{node->inputs, g, node->out_value, needs, create_graph || any_tangent, batch};
-    std::vector<Tensor> grads = node->vjp(ctx);
-    for (size_t i = 0; i < node->inputs.size(); ++i) {
-      if (!needs[i] || i >= grads.size() || !grads[i].defined()) continue;
-      const Tensor& x = node->inputs[i];
-      Tensor gi = sum_to_batched(grads[i], x.shape(), batch);
-      accumulate(x.grad_fn().get(), gi);
+    try {
+      std::vector<Tensor> grads = node->vjp(ctx);
+      for (size_t i = 0; i < node->inputs.size(); ++i) {
+        if (!needs[i] || i >= grads.size() || !grads[i].defined()) continue;
+        const Tensor& x = node->inputs[i];
+        accumulate(x.grad_fn().get(), sum_to_batched(grads[i], x.shape(), batch));
+      }
+    } catch (const UnbatchableError&) {
+      throw;
+    } catch (const ValueError& e) {  // e.g. a batched value beyond 4-D: the caller may go one by one
+      if (!batch) throw;
+      throw UnbatchableError(str_cat(node->name, ": reverse mode with a batch of ", batch,
+                                     " cotangents failed: ", e.what()));
     }
   }
   for (size_t i = 0; i < inputs.size(); ++i)

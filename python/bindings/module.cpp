@@ -79,9 +79,12 @@ using namespace jaclab::py_bind;
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "jaclab C++ engine (tensors, ops with forward/JVP/VJP rules, transforms)";
+  static py::exception<jaclab::UnbatchableError> unbatchable(m, "UnbatchableError", PyExc_ValueError);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const jaclab::UnbatchableError& e) {
+      py::set_error(unbatchable, e.what());
     } catch (const jaclab::TypeError& e) {
       PyErr_SetString(PyExc_TypeError, e.what());
     } catch (const jaclab::ValueError& e) {

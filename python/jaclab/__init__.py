@@ -11,6 +11,7 @@ import scipy_openblas32  # noqa: F401
 from . import _core
 from ._core import (  # noqa: F401
     Tensor,
+    UnbatchableError,
     array,
     attention,
     broadcast_to,

@@ -67,7 +67,7 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
             C = np.zeros((K, B, n_out), dtype)
             C[np.arange(K), :, start + np.arange(K)] = 1.0
             if batched:
-                (g,) = pullback([_core.array(C.reshape((K,) + tuple(out.shape)))], K)
+                (g,) = pullback([_transforms.batched_array(C.reshape((K,) + tuple(out.shape)))], K)
                 return np.asarray(g).reshape(K, B, n_in)
             return np.stack([np.asarray(pullback([_core.array(C[k].reshape(out.shape))])[0]).reshape(B, n_in)
                              for k in range(K)])
@@ -84,7 +84,7 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
             T = np.zeros((K, 1, n_in), x.dtype)
             T[np.arange(K), 0, start + np.arange(K)] = 1.0
             if batched:
-                (tout,) = _core.jvp_flat(flat, [xt], [_core.array(T.reshape((K, 1) + tuple(in_shape)))], K)[1]
+                (tout,) = _core.jvp_flat(flat, [xt], [_transforms.batched_array(T.reshape((K, 1) + tuple(in_shape)))], K)[1]
                 return np.asarray(tout).reshape(K, B, n_out)
             return np.stack([np.asarray(jvp(fn, (x,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1])
                              .reshape(B, n_out) for k in range(K)])

@@ -165,11 +165,11 @@ def linearize(f: Callable, *primals):
 _DEFAULT_CHUNK_ELEMENTS = 1 << 20  # ~1M tangent elements per batched pass (8 MB in float64: stays in cache-friendly sizes)
 
 
-def _unbatchable(err: ValueError) -> bool:
-    """True when a batched pass failed only because batching is unsupported there."""
-    msg = str(err)
-    return ("batch of tangent directions" in msg or "batch of cotangent directions" in msg
-            or "at most 4 dimensions" in msg)
+def batched_array(a: np.ndarray):
+    """A batch of K directions as a tensor; beyond 4-D (the tensor limit) it cannot be batched."""
+    if a.ndim > 4:
+        raise _core.UnbatchableError(f"a batch of directions of shape {a.shape} exceeds 4 dimensions")
+    return _core.array(a)
 
 
 def in_chunks(total: int, chunk: int, compute):
@@ -181,8 +181,8 @@ def in_chunks(total: int, chunk: int, compute):
         K = min(chunk, total - start)
         try:
             result = compute(start, K, batched)
-        except ValueError as e:
-            if not batched or not _unbatchable(e):
+        except _core.UnbatchableError:
+            if not batched:
                 raise
             batched = False  # e.g. attention: one direction per pass from here on
             continue
@@ -201,7 +201,7 @@ def jvp_columns(flat, leaves: list, start: int, K: int, n_in: list[int], batched
         leaf = int(np.searchsorted(offsets, j, side="right") - 1)
         tans[leaf].reshape(K, -1)[k, j - offsets[leaf]] = 1.0
     if batched:
-        _, tout = _core.jvp_flat(flat, leaves, [_core.array(t) for t in tans], K)
+        _, tout = _core.jvp_flat(flat, leaves, [batched_array(t) for t in tans], K)
         return [np.asarray(t) for t in tout]
     per_k = [_core.jvp_flat(flat, leaves, [_core.array(t[k]) for t in tans])[1] for k in range(K)]
     return [np.stack([np.asarray(p[i]) for p in per_k]) for i in range(len(per_k[0]))]
@@ -257,7 +257,7 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto", 
                     leaf = int(np.searchsorted(out_off, i, side="right") - 1)
                     cts[leaf].reshape(K, -1)[k, i - out_off[leaf]] = 1.0
                 if batched:
-                    g = pullback([_core.array(c) for c in cts], K)
+                    g = pullback([batched_array(c) for c in cts], K)
                     return np.concatenate([np.asarray(t).reshape(K, -1) for t in g], axis=1)
                 return np.stack([np.concatenate([np.asarray(t).reshape(-1)
                                                  for t in pullback([_core.array(c[k]) for c in cts])])

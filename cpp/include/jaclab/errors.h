@@ -14,6 +14,12 @@ struct ValueError : std::invalid_argument {
 struct TypeError : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
+// A batched pass (K directions at once) that an op cannot carry, e.g. because the batched
+// values would exceed 4-D. Callers may retry one direction at a time (maps to a ValueError
+// subclass, jaclab.UnbatchableError).
+struct UnbatchableError : ValueError {
+  using ValueError::ValueError;
+};
 
 namespace detail {
 inline void cat(std::ostringstream&) {}

@@ -136,8 +136,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
       "attention", {q, k, v}, kernels::attention(q.value(), k.value(), v.value(), causal),
       [causal, sc](const JvpContext& c) {
         if (c.batch)  // (K, B, H, T, dh) would exceed the 4-D tensor limit
-          throw_value("attention: forward mode with a batch of tangent directions is not supported; "
-                      "use one direction at a time (chunk_size=1) or reverse mode");
+          throw UnbatchableError("attention: forward mode with a batch of tangent directions is not supported "
+                                 "(the batched tangents would be 5-D); use one direction at a time");
         const Tensor &Q = c.in(0), &K = c.in(1), &V = c.in(2);
         Tensor P = attention_probs(Q, K, causal);
         Tensor dS;
@@ -148,8 +148,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
       },
       [causal, sc](const VjpContext& c) {
         if (c.batch)  // (K, B, H, T, dh) would exceed the 4-D tensor limit
-          throw_value("attention: reverse mode with a batch of cotangent directions is not supported; "
-                      "use one direction at a time");
+          throw UnbatchableError("attention: reverse mode with a batch of cotangent directions is not supported "
+                                 "(the batched cotangents would be 5-D); use one direction at a time");
         Tensor Q = rule_input(c, 0), K = rule_input(c, 1), V = rule_input(c, 2);
         Tensor P = attention_probs(Q, K, causal);
         Tensor gv = c.needs[2] ? matmul(mT(P), c.g) : Tensor();
