@@ -5,6 +5,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "jaclab/backend.h"
 #include "jaclab/kernels.h"
 
 namespace jaclab {
@@ -156,10 +157,18 @@ Storage::~Storage() {
   if (own_block) BlockCache::get().give(data, own_block);
 }
 
-Array Array::empty(const Shape& shape, DType dtype) {
+Array Array::empty(const Shape& shape, DType dtype, Device device) {
   check_rank(shape);
   Array a;
   size_t nbytes = static_cast<size_t>(numel_of(shape)) * dtype_size(dtype);
+  if (DeviceBackend* be = backend_for(device)) {
+    void* p = be->allocate(nbytes, device.index);
+    a = from_blob(p, shape, contiguous_strides(shape), dtype, device, std::shared_ptr<void>(p, [be](void* q) {
+                    be->release(q);
+                  }));
+    a.storage_->nbytes = nbytes;
+    return a;
+  }
   const size_t block = ((nbytes + 63) / 64) * 64 + 64;
   void* p = BlockCache::get().take(block);
   a.storage_ = std::make_shared<Storage>();
@@ -172,14 +181,18 @@ Array Array::empty(const Shape& shape, DType dtype) {
   return a;
 }
 
-Array Array::zeros(const Shape& shape, DType dtype) {
-  Array a = empty(shape, dtype);
+Array Array::zeros(const Shape& shape, DType dtype, Device device) {
+  Array a = empty(shape, dtype, device);
+  if (device.type != DeviceType::CPU) {
+    kernels::fill(a, 0.0);
+    return a;
+  }
   std::memset(a.raw(), 0, a.numel() * dtype_size(dtype));
   return a;
 }
 
-Array Array::full(const Shape& shape, DType dtype, double value) {
-  Array a = empty(shape, dtype);
+Array Array::full(const Shape& shape, DType dtype, double value, Device device) {
+  Array a = empty(shape, dtype, device);
   kernels::fill(a, value);
   return a;
 }
@@ -253,26 +266,36 @@ Array Array::broadcast_view(const Shape& shape) const {
 
 Array Array::contiguous() const {
   if (is_contiguous()) return *this;
-  Array out = empty(shape_, dtype_);
+  Array out = empty(shape_, dtype_, device());
   kernels::copy(*this, out);
   return out;
 }
 
 Array Array::clone() const {
-  Array out = empty(shape_, dtype_);
+  Array out = empty(shape_, dtype_, device());
   kernels::copy(*this, out);
   return out;
 }
 
 Array Array::astype(DType dtype) const {
   if (dtype == dtype_) return *this;
-  Array out = empty(shape_, dtype);
+  Array out = empty(shape_, dtype, device());
   kernels::copy(*this, out);
+  return out;
+}
+
+Array Array::to(Device dev) const {
+  if (dev == device()) return *this;
+  Array src = contiguous();
+  Array out = empty(shape_, dtype_, dev);
+  DeviceBackend* be = backend_for(dev.type != DeviceType::CPU ? dev : device());
+  be->copy_bytes(out.raw(), dev, src.raw(), src.device(), static_cast<size_t>(numel()) * dtype_size(dtype_));
   return out;
 }
 
 double Array::item() const {
   if (numel() != 1) throw_value("item: tensor of shape ", shape_str(shape_), " has ", numel(), " elements, not 1");
+  if (device().type != DeviceType::CPU) return to(Device{}).item();
   switch (dtype_) {
     case DType::Float32: return *data<float>();
     case DType::Float64: return *data<double>();

@@ -312,7 +312,7 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
     }
   }
   for (size_t i = 0; i < inputs.size(); ++i)
-    if (!result[i].defined()) result[i] = Tensor(Array::zeros(batched_shape(batch, inputs[i].shape()), inputs[i].dtype()));
+    if (!result[i].defined()) result[i] = Tensor(Array::zeros(batched_shape(batch, inputs[i].shape()), inputs[i].dtype(), inputs[i].device()));
   return result;
 }
 

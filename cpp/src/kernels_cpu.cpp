@@ -6,6 +6,7 @@
 #include <limits>
 #include <string>
 
+#include "jaclab/backend.h"
 #include "jaclab/blas.h"
 #include "jaclab/kernels.h"
 #include "kernel_util.h"
@@ -174,6 +175,7 @@ void require_float(const Array& x, const char* op) {
 }  // namespace
 
 void fill(Array& a, double value) {
+  if (DeviceBackend* be = backend_for(a.device())) return be->fill(a, value);
   int64_t n = a.numel();
   dispatch_all(a.dtype(), [&](auto z) {
     using T = decltype(z);
@@ -184,12 +186,18 @@ void fill(Array& a, double value) {
 
 void copy(const Array& src, Array& dst) {
   if (src.shape() != dst.shape()) throw_value("copy: shape ", shape_str(src.shape()), " vs ", shape_str(dst.shape()));
+  if (src.device() != dst.device()) {  // across devices: move the bytes, then convert/scatter there
+    Array moved = src.to(dst.device());
+    return copy(moved, dst);
+  }
+  if (DeviceBackend* be = backend_for(src.device())) return be->copy(src, dst);
   dispatch_all(dst.dtype(), [&](auto zo) {
     dispatch_all(src.dtype(), [&](auto zi) { copy_typed<decltype(zo), decltype(zi)>(src, dst); });
   });
 }
 
 Array unary(Unary op, const Array& x, double param) {
+  if (DeviceBackend* be = backend_for(x.device())) return be->unary(op, x, param);
   require_float(x, "unary op");
   Array xc = x.contiguous();
   Array y = Array::empty(x.shape(), x.dtype());
@@ -205,6 +213,7 @@ Array binary(Binary op, const Array& a, const Array& b) {
     throw_type("binary op: dtype mismatch, ", dtype_name(a.dtype()), " vs ", dtype_name(b.dtype()));
   require_float(a, "binary op");
   Shape out_shape = broadcast_shapes(a.shape(), b.shape(), "binary op");
+  if (DeviceBackend* be = backend_for("binary op", {&a, &b})) return be->binary(op, a, b);  // may get a 0-d CPU operand
   Array y = Array::empty(out_shape, a.dtype());
   dispatch_float(a.dtype(), [&](auto z) {
     using T = decltype(z);
@@ -219,6 +228,7 @@ Array binary(Binary op, const Array& a, const Array& b) {
 }
 
 Array affine(const Array& x, double alpha, double beta) {
+  if (DeviceBackend* be = backend_for(x.device())) return be->affine(x, alpha, beta);
   require_float(x, "affine");
   Array xc = x.contiguous();
   Array y = Array::empty(x.shape(), x.dtype());
@@ -232,6 +242,10 @@ Array affine(const Array& x, double alpha, double beta) {
 
 Array sum(const Array& x, const std::vector<int>& axes, bool keepdims) {
   require_float(x, "sum");
+  if (DeviceBackend* be = backend_for(x.device())) {
+    for (int a : axes) normalize_axis(a, x.ndim(), "sum");
+    return be->sum(x, axes, keepdims);
+  }
   std::vector<bool> red(x.ndim(), false);
   for (int a : axes) red[normalize_axis(a, x.ndim(), "sum")] = true;
   Shape kshape = x.shape();
@@ -287,6 +301,7 @@ Array sum_to(const Array& x, const Shape& shape) {
 Array max(const Array& x, int axis, bool keepdims) {
   require_float(x, "max");
   int ax = normalize_axis(axis, x.ndim(), "max");
+  if (DeviceBackend* be = backend_for(x.device())) return be->max(x, ax, keepdims);
   std::vector<int> perm;
   for (int i = 0; i < x.ndim(); ++i)
     if (i != ax) perm.push_back(i);
@@ -340,6 +355,11 @@ Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into
     throw_type("matmul: dtype mismatch, ", dtype_name(a_in.dtype()), " vs ", dtype_name(b_in.dtype()));
   require_float(a_in, "matmul");
   if (a_in.ndim() == 0 || b_in.ndim() == 0) throw_value("matmul: operands must be at least 1-d, got 0-d");
+  if (DeviceBackend* be = backend_for("matmul", {&a_in, &b_in, acc})) {
+    Device d = a_in.device().type != DeviceType::CPU ? a_in.device() : b_in.device();
+    Array acc_d = acc ? acc->to(d) : Array();  // a 0-d CPU accumulator travels with the op
+    return be->matmul(a_in, b_in, acc ? &acc_d : nullptr);
+  }
   // Promote 1-D operands as NumPy does; the promoted dims are dropped from the result.
   Array a = a_in.ndim() == 1 ? a_in.reshape_view({1, a_in.shape()[0]}) : a_in;
   Array b = b_in.ndim() == 1 ? b_in.reshape_view({b_in.shape()[0], 1}) : b_in;
@@ -447,6 +467,7 @@ Array along_last_axis(const Array& x, int axis, const char* op, F&& rows_fn) {
 }  // namespace
 
 Array softmax(const Array& x, int axis) {
+  if (DeviceBackend* be = backend_for(x.device())) return be->softmax(x, normalize_axis(axis, std::max(x.ndim(), 1), "softmax"), false);
   return along_last_axis(x, axis, "softmax", [](auto* p, auto* y, int64_t rows, int64_t n) {
     using T = std::remove_pointer_t<decltype(p)>;
     for (int64_t r = 0; r < rows; ++r) {
@@ -466,6 +487,7 @@ Array softmax(const Array& x, int axis) {
 }
 
 Array log_softmax(const Array& x, int axis) {
+  if (DeviceBackend* be = backend_for(x.device())) return be->softmax(x, normalize_axis(axis, std::max(x.ndim(), 1), "log_softmax"), true);
   return along_last_axis(x, axis, "log_softmax", [](auto* p, auto* y, int64_t rows, int64_t n) {
     using T = std::remove_pointer_t<decltype(p)>;
     for (int64_t r = 0; r < rows; ++r) {
@@ -484,6 +506,7 @@ Array log_softmax(const Array& x, int axis) {
 
 Array one_hot(const Array& labels, int64_t num_classes, DType dtype) {
   if (labels.dtype() != DType::Int64) throw_type("one_hot: labels must be int64, got ", dtype_name(labels.dtype()));
+  if (DeviceBackend* be = backend_for(labels.device())) return be->one_hot(labels, num_classes, dtype);
   Array lc = labels.contiguous();
   Shape s = labels.shape();
   s.push_back(num_classes);
@@ -501,7 +524,8 @@ Array one_hot(const Array& labels, int64_t num_classes, DType dtype) {
   return out;
 }
 
-Array causal_mask(int64_t T_, int64_t S, DType dtype) {
+Array causal_mask(int64_t T_, int64_t S, DType dtype, Device device) {
+  if (DeviceBackend* be = backend_for(device)) return be->causal_mask(T_, S, dtype, device);
   Array m = Array::empty({T_, S}, dtype);
   dispatch_float(dtype, [&](auto z) {
     using T = decltype(z);
@@ -514,6 +538,7 @@ Array causal_mask(int64_t T_, int64_t S, DType dtype) {
 
 bool all_finite(const Array& x) {
   if (!is_float(x.dtype())) return true;
+  if (DeviceBackend* be = backend_for(x.device())) return be->all_finite(x);
   Array xc = x.contiguous();
   bool ok = true;
   dispatch_float(x.dtype(), [&](auto z) {

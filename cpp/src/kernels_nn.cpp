@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "jaclab/backend.h"
 #include "jaclab/blas.h"
 #include "jaclab/kernels.h"
 #include "kernel_util.h"
@@ -13,6 +14,7 @@ using detail::dispatch_float;
 using detail::gemm;
 
 Array linear(const Array& x_in, const Array& W_in, const Array& b_in) {
+  if (backend_for("linear", {&x_in, &W_in, &b_in})) return matmul(x_in, W_in, &b_in);  // the GEMM adds the bias
   Array x = x_in.contiguous(), W = W_in.contiguous(), b = b_in.contiguous();
   const int64_t K = W.shape()[0], N = W.shape()[1];
   const int64_t rows = K ? x.numel() / K : 0;
@@ -31,6 +33,7 @@ Array linear(const Array& x_in, const Array& W_in, const Array& b_in) {
 }
 
 Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool causal) {
+  if (DeviceBackend* be = backend_for("attention", {&q_in, &k_in, &v_in})) return be->attention(q_in, k_in, v_in, causal);
   Array q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
   const int n = q.ndim();
   const int64_t T_ = q.shape()[n - 2], dh = q.shape()[n - 1], S = k.shape()[n - 2], dv = v.shape()[n - 1];
@@ -68,6 +71,7 @@ Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool ca
 }
 
 Array layer_norm(const Array& x_in, const Array& g_in, const Array& b_in, double eps) {
+  if (DeviceBackend* be = backend_for("layer_norm", {&x_in, &g_in, &b_in})) return be->layer_norm(x_in, g_in, b_in, eps);
   Array x = x_in.contiguous(), g = g_in.contiguous(), b = b_in.contiguous();
   const int64_t d = x.shape().back(), rows = d ? x.numel() / d : 0;
   Array y = Array::empty(x.shape(), x.dtype());
@@ -89,6 +93,18 @@ Array layer_norm(const Array& x_in, const Array& g_in, const Array& b_in, double
     }
   });
   return y;
+}
+
+bool attention_jvp(const Array& q, const Array& k, const Array& v, const Array* dq, const Array* dk, const Array* dv,
+                   bool causal, Array& o, Array& o_dot) {
+  DeviceBackend* be = backend_for("attention", {&q, &k, &v, dq, dk, dv});
+  return be && be->attention_jvp(q, k, v, dq, dk, dv, causal, o, o_dot);  // the CPU uses the composite rule
+}
+
+bool attention_vjp(const Array& q, const Array& k, const Array& v, const Array& o, const Array& g, bool causal,
+                   Array* gq, Array* gk, Array* gv) {
+  DeviceBackend* be = backend_for("attention", {&q, &k, &v, &o, &g});
+  return be && be->attention_vjp(q, k, v, o, g, causal, gq, gk, gv);
 }
 
 }  // namespace jaclab::kernels

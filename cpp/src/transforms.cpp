@@ -36,7 +36,7 @@ JvpResult jvp_impl(const Fn& f, const TensorList& primals, const TensorList& tan
     if (!y.defined()) throw_value("jvp: the function returned an undefined tensor");
     Tensor t = y.tangent(level);
     const Shape want = batched_shape(K, y.shape());
-    if (!t.defined()) t = Tensor(Array::zeros(want, y.dtype()));
+    if (!t.defined()) t = Tensor(Array::zeros(want, y.dtype(), y.device()));
     else if (t.shape() != want) t = broadcast_to(t, want);  // directions shared by all rows (a view)
     r.tangents.push_back(t);
     r.out.push_back(y.strip_levels_from(level));
@@ -111,7 +111,7 @@ ValueAndGrad value_and_grad(const Fn& f, const TensorList& primals) {
   if (r.out.size() != 1 || r.out[0].numel() != 1 || r.out[0].ndim() != 0)
     throw_value("grad: the function must return a single scalar (0-d) tensor, got ",
                 r.out.size() == 1 ? describe(r.out[0]) : str_cat(r.out.size(), " outputs"));
-  return {r.out[0], r.pullback({scalar_like(r.out[0], 1.0)})};
+  return {r.out[0], r.pullback({Tensor(Array::scalar(1.0, r.out[0].dtype(), r.out[0].device()))})};
 }
 
 TensorList grad(const Fn& f, const TensorList& primals) { return value_and_grad(f, primals).grads; }

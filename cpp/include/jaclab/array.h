@@ -49,11 +49,11 @@ struct Storage {
 class Array {
  public:
   Array() = default;
-  // Fresh, uninitialised, contiguous CPU array.
-  static Array empty(const Shape& shape, DType dtype);
-  static Array zeros(const Shape& shape, DType dtype);
-  static Array full(const Shape& shape, DType dtype, double value);
-  static Array scalar(double value, DType dtype) { return full({}, dtype, value); }
+  // Fresh, uninitialised, contiguous array (CPU unless a device is given).
+  static Array empty(const Shape& shape, DType dtype, Device device = {});
+  static Array zeros(const Shape& shape, DType dtype, Device device = {});
+  static Array full(const Shape& shape, DType dtype, double value, Device device = {});
+  static Array scalar(double value, DType dtype, Device device = {}) { return full({}, dtype, value, device); }
   // Wrap foreign memory without copying; `owner` is released when the last view dies.
   static Array from_blob(void* data, const Shape& shape, const Shape& strides, DType dtype,
                          Device device, std::shared_ptr<void> owner);
@@ -82,7 +82,8 @@ class Array {
   Array contiguous() const;  // returns *this when already contiguous
   Array clone() const;
   Array astype(DType dtype) const;
-  double item() const;  // value of a 1-element array, as double
+  Array to(Device device) const;  // a contiguous copy on `device` (returns *this when already there)
+  double item() const;  // value of a 1-element array, as double (copied to the host if need be)
 
  private:
   std::shared_ptr<Storage> storage_;

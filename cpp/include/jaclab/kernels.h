@@ -38,8 +38,8 @@ Array log_softmax(const Array& x, int axis);
 
 // labels: int64 of any shape; result labels.shape + (num_classes,), in `dtype`.
 Array one_hot(const Array& labels, int64_t num_classes, DType dtype);
-// Causal mask (T, S): 0 where s <= t + (S - T), -inf above; in `dtype`.
-Array causal_mask(int64_t T, int64_t S, DType dtype);
+// Causal mask (T, S): 0 where s <= t + (S - T), -inf above; in `dtype`, on `device`.
+Array causal_mask(int64_t T, int64_t S, DType dtype, Device device = {});
 
 bool all_finite(const Array& x);
 
@@ -49,6 +49,13 @@ Array linear(const Array& x, const Array& W, const Array& b);
 // softmax(q k^T / sqrt(dh) [+ causal mask]) v per leading index; q (..., T, dh), k (..., S, dh),
 // v (..., S, dv) with equal leading dims. The (T, S) scores live only per slice.
 Array attention(const Array& q, const Array& k, const Array& v, bool causal);
+// Fused attention derivatives, where a device backend has them (CUDA); false otherwise, and the
+// caller falls back on the composite rules. jvp: o and its tangent o_dot from tangents dq/dk/dv
+// (nullptr = zero) in one pass. vjp: the cotangents of q, k, v (nullptr = not wanted) from o and g.
+bool attention_jvp(const Array& q, const Array& k, const Array& v, const Array* dq, const Array* dk, const Array* dv,
+                   bool causal, Array& o, Array& o_dot);
+bool attention_vjp(const Array& q, const Array& k, const Array& v, const Array& o, const Array& g, bool causal,
+                   Array* gq, Array* gk, Array* gv);
 // (x - mean) / sqrt(var + eps) * g + b over the last axis (biased variance).
 Array layer_norm(const Array& x, const Array& g, const Array& b, double eps);
 

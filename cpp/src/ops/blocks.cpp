@@ -109,7 +109,7 @@ namespace {
 Tensor attention_probs(const Tensor& q, const Tensor& k, bool causal) {
   const int n = q.ndim();
   Tensor s = scale(matmul(q, mT(k)), 1.0 / std::sqrt(static_cast<double>(q.shape()[n - 1])));
-  if (causal) s = add(s, Tensor(kernels::causal_mask(q.shape()[n - 2], k.shape()[n - 2], q.dtype())));
+  if (causal) s = add(s, Tensor(kernels::causal_mask(q.shape()[n - 2], k.shape()[n - 2], q.dtype(), q.device())));
   return softmax(s, -1);
 }
 Tensor softmax_jvp(const Tensor& P, const Tensor& dS) { return mul(P, sub(dS, sum(mul(P, dS), {-1}, true))); }

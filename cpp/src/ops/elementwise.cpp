@@ -43,8 +43,9 @@ void require_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
     throw_value(op, ": device mismatch between ", a.device().str(), " and ", b.device().str());
 }
 
+// A 0-d CPU scalar: it joins ops on any device (backends take 0-d CPU operands).
 Tensor scalar_like(const Tensor& like, double value) { return Tensor(Array::scalar(value, like.dtype())); }
-Tensor zeros_like(const Tensor& like) { return Tensor(Array::zeros(like.shape(), like.dtype())); }
+Tensor zeros_like(const Tensor& like) { return Tensor(Array::zeros(like.shape(), like.dtype(), like.device())); }
 Tensor full(const Shape& shape, DType dtype, double value) { return Tensor(Array::full(shape, dtype, value)); }
 
 // ---- binary ---------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ Tensor pow(const Tensor& x, double p) {  // (x^p)' = p x^(p-1)
   require_float(x, "power");
   if (p == 1.0) return x;
   if (p == 2.0) return square(x);
-  if (p == 0.0) return Tensor(Array::full(x.shape(), x.dtype(), 1.0));
+  if (p == 0.0) return Tensor(Array::full(x.shape(), x.dtype(), 1.0, x.device()));
   return make_op(
       "pow", {x}, kernels::unary(Unary::Pow, x.value(), p),
       [p](const JvpContext& c) { return c.t(0).defined() ? mul(c.t(0), scale(pow(c.in(0), p - 1), p)) : Tensor(); },
