@@ -350,17 +350,13 @@ MatLayout blas_layout(const Array& a) {
 
 }  // namespace
 
-Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into) {
+MatmulShapes matmul_shapes(const Array& a_in, const Array& b_in) {
   if (a_in.dtype() != b_in.dtype())
     throw_type("matmul: dtype mismatch, ", dtype_name(a_in.dtype()), " vs ", dtype_name(b_in.dtype()));
   require_float(a_in, "matmul");
   if (a_in.ndim() == 0 || b_in.ndim() == 0) throw_value("matmul: operands must be at least 1-d, got 0-d");
-  if (DeviceBackend* be = backend_for("matmul", {&a_in, &b_in, acc})) {
-    Device d = a_in.device().type != DeviceType::CPU ? a_in.device() : b_in.device();
-    Array acc_d = acc ? acc->to(d) : Array();  // a 0-d CPU accumulator travels with the op
-    return be->matmul(a_in, b_in, acc ? &acc_d : nullptr);
-  }
   // Promote 1-D operands as NumPy does; the promoted dims are dropped from the result.
+  MatmulShapes r;
   Array a = a_in.ndim() == 1 ? a_in.reshape_view({1, a_in.shape()[0]}) : a_in;
   Array b = b_in.ndim() == 1 ? b_in.reshape_view({b_in.shape()[0], 1}) : b_in;
   int64_t M = a.shape()[a.ndim() - 2], K = a.shape()[a.ndim() - 1];
@@ -384,6 +380,31 @@ Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into
   if (b_in.ndim() > 1) final_shape.push_back(N);
   if (out_shape.size() > static_cast<size_t>(kMaxDims) + 1)
     throw_value("matmul: result would have more than ", kMaxDims, " dims");
+
+  r.a = a;
+  r.b = b;
+  r.M = M;
+  r.K = K;
+  r.N = N;
+  r.batch_a = ba;
+  r.batch_b = bb;
+  r.batch = batch;
+  r.out_shape = out_shape;
+  r.final_shape = final_shape;
+  return r;
+}
+
+Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into) {
+  if (DeviceBackend* be = backend_for("matmul", {&a_in, &b_in, acc})) {
+    Device d = a_in.device().type != DeviceType::CPU ? a_in.device() : b_in.device();
+    Array acc_d = acc ? acc->to(d) : Array();  // a 0-d CPU accumulator travels with the op
+    return be->matmul(a_in, b_in, acc ? &acc_d : nullptr);
+  }
+  MatmulShapes ms = matmul_shapes(a_in, b_in);
+  Array a = ms.a, b = ms.b;
+  int64_t M = ms.M, K = ms.K, N = ms.N;
+  const Shape &ba = ms.batch_a, &bb = ms.batch_b, &out_shape = ms.out_shape, &final_shape = ms.final_shape;
+  Shape batch = ms.batch;
 
   // The result starts as the accumulator (broadcast, copied) and the GEMMs add to it (beta = 1).
   Array out;

@@ -44,6 +44,17 @@ struct DeviceBackend {
                              bool causal, Array* gq, Array* gk, Array* gv) = 0;
 };
 
+namespace kernels {
+// NumPy matmul shapes, checked (dtype, alignment, batch broadcast): 1-D operands promoted to
+// (1, K) / (K, 1); the GEMMs produce out_shape = batch + (M, N), reshaped to final_shape.
+struct MatmulShapes {
+  Array a, b;  // the operands, 1-D promoted
+  int64_t M = 0, K = 0, N = 0;
+  Shape batch_a, batch_b, batch, out_shape, final_shape;
+};
+MatmulShapes matmul_shapes(const Array& a, const Array& b);
+}  // namespace kernels
+
 void register_backend(DeviceType type, DeviceBackend* backend);
 // nullptr for the CPU; the device's backend otherwise, or a RuntimeError saying why there is none.
 DeviceBackend* backend_for(const Device& device);

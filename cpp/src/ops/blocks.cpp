@@ -112,6 +112,12 @@ Tensor attention_probs(const Tensor& q, const Tensor& k, bool causal) {
   if (causal) s = add(s, Tensor(kernels::causal_mask(q.shape()[n - 2], k.shape()[n - 2], q.dtype(), q.device())));
   return softmax(s, -1);
 }
+bool all_constant(std::initializer_list<Tensor> ts) {
+  for (const Tensor& t : ts)
+    if (t.defined() && (t.requires_grad() || t.has_tangents())) return false;
+  return true;
+}
+const Array* value_or_null(const Tensor& t) { return t.defined() ? &t.value() : nullptr; }
 Tensor softmax_jvp(const Tensor& P, const Tensor& dS) { return mul(P, sub(dS, sum(mul(P, dS), {-1}, true))); }
 }  // namespace
 
@@ -139,6 +145,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
           throw UnbatchableError("attention: forward mode with a batch of tangent directions is not supported "
                                  "(the batched tangents would be 5-D); use one direction at a time");
         const Tensor &Q = c.in(0), &K = c.in(1), &V = c.in(2);
+        // A fused kernel (CUDA) computes the tangent in one pass, when nothing downstream needs to
+        // differentiate it again (no graph, no other levels' tangents on any operand).
+        if (all_constant({Q, K, V, c.t(0), c.t(1), c.t(2)})) {
+          Array o, o_dot;
+          if (kernels::attention_jvp(Q.value(), K.value(), V.value(), value_or_null(c.t(0)), value_or_null(c.t(1)),
+                                     value_or_null(c.t(2)), causal, o, o_dot))
+            return Tensor(o_dot);
+        }
         Tensor P = attention_probs(Q, K, causal);
         Tensor dS;
         if (c.t(0).defined()) dS = matmul(c.t(0), mT(K));
@@ -151,6 +165,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
           throw UnbatchableError("attention: reverse mode with a batch of cotangent directions is not supported "
                                  "(the batched cotangents would be 5-D); use one direction at a time");
         Tensor Q = rule_input(c, 0), K = rule_input(c, 1), V = rule_input(c, 2);
+        if (!c.differentiable) {  // first order: a fused kernel where the device has one (CUDA)
+          Array gq, gk, gv;
+          if (kernels::attention_vjp(Q.value(), K.value(), V.value(), c.out_value, c.g.value(), causal,
+                                     c.needs[0] ? &gq : nullptr, c.needs[1] ? &gk : nullptr, c.needs[2] ? &gv : nullptr))
+            return Grads{c.needs[0] ? Tensor(gq) : Tensor(), c.needs[1] ? Tensor(gk) : Tensor(),
+                         c.needs[2] ? Tensor(gv) : Tensor()};
+        }
         Tensor P = attention_probs(Q, K, causal);
         Tensor gv = c.needs[2] ? matmul(mT(P), c.g) : Tensor();
         Tensor gq, gk;
