@@ -14,6 +14,14 @@ std::string Device::str() const {
   return type == DeviceType::CPU ? std::string("cpu") : str_cat("cuda:", index);
 }
 
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device{};
+  if (s == "cuda") return Device{DeviceType::CUDA, 0};
+  if (s.rfind("cuda:", 0) == 0 && s.size() > 5 && s.find_first_not_of("0123456789", 5) == std::string::npos)
+    return Device{DeviceType::CUDA, std::stoi(s.substr(5))};
+  throw_value("unknown device '", s, "': expected 'cpu', 'cuda' or 'cuda:N'");
+}
+
 size_t dtype_size(DType d) { return d == DType::Float32 ? 4 : 8; }
 const char* dtype_name(DType d) {
   switch (d) {

@@ -20,6 +20,9 @@ namespace {
 JvpResult jvp_impl(const Fn& f, const TensorList& primals, const TensorList& tangents, int64_t K) {
   for (size_t i = 0; i < primals.size(); ++i) {
     require_float(primals[i], "jvp");
+    if (tangents[i].device() != primals[i].device())
+      throw_value("jvp: tangent ", i, " lives on ", tangents[i].device().str(), " but its primal on ",
+                  primals[i].device().str(), "; put both on one device");
     if (!kernels::all_finite(tangents[i].value()))
       throw_value("jvp: tangent ", i, " (", describe(tangents[i]), ") contains NaN or Inf");
   }

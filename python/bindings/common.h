@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "jaclab/backend.h"
 #include "jaclab/ops.h"
 #include "jaclab/tensor.h"
 
@@ -25,6 +26,8 @@ void bind_ops(py::module_& m);
 void bind_transforms(py::module_& m);
 void bind_nn(py::module_& m);
 void bind_optim(py::module_& m);
+void bind_cuda(py::module_& m);
+Tensor from_dlpack(py::object obj);
 void bind_dlpack(py::module_& m, py::class_<Tensor>& cls);
 
 }  // namespace jaclab::py_bind

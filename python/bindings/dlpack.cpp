@@ -73,14 +73,19 @@ py::capsule export_dlpack(const Tensor& t, bool versioned) {
 }
 
 Tensor wrap_dl(const DLTensor& d, std::shared_ptr<void> owner) {
-  if (d.device.device_type != kDLCPU)
+  Device device;
+  if (d.device.device_type == kDLCUDA) {
+    device = Device{DeviceType::CUDA, d.device.device_id};
+    backend_for(device);  // RuntimeError here when this build has no CUDA backend
+  } else if (d.device.device_type != kDLCPU) {
     throw ValueError(str_cat("from_dlpack: the array lives on DLPack device type ", d.device.device_type,
-                             "; this jaclab build handles CPU arrays only (CUDA backend not available)"));
+                             "; jaclab takes CPU (1) and CUDA (2) arrays"));
+  }
   DType dt = from_dl(d.dtype);
   Shape shape(d.shape, d.shape + d.ndim);
   Shape strides = d.strides ? Shape(d.strides, d.strides + d.ndim) : contiguous_strides(shape);
   void* data = static_cast<char*>(d.data) + d.byte_offset;
-  return Tensor(Array::from_blob(data, shape, strides, dt, Device{}, std::move(owner)));
+  return Tensor(Array::from_blob(data, shape, strides, dt, device, std::move(owner)));
 }
 
 }  // namespace
@@ -126,6 +131,8 @@ void bind_dlpack(py::module_& m, py::class_<Tensor>& cls) {
             if (!copy.is_none() && copy.cast<bool>())
               throw py::buffer_error("__dlpack__(copy=True) is not supported; use jl.array(np.array(t))");
             bool versioned = !max_version.is_none() && max_version.cast<py::tuple>()[0].cast<int>() >= 1;
+            // jaclab queues GPU work on the legacy default stream; the consumer may read on any stream.
+            if (DeviceBackend* be = backend_for(t.device())) be->synchronize();
             return export_dlpack(t, versioned);
           },
           py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),

@@ -25,9 +25,21 @@ py::dtype dtype_to_py(DType d) {
   }
 }
 
+// An array living on a GPU: it says so through __dlpack_device__ (DLPack device type 2 = CUDA).
+bool is_device_array(py::handle obj) {
+  if (!py::hasattr(obj, "__dlpack_device__") || py::isinstance<py::array>(obj)) return false;
+  py::tuple dev = obj.attr("__dlpack_device__")();
+  return dev[0].cast<int>() != 1;  // 1 = CPU
+}
+
 Tensor to_tensor(py::handle obj, py::object dtype) {
   if (py::isinstance<Tensor>(obj)) {
     Tensor t = obj.cast<Tensor>();
+    if (dtype.is_none() || dtype_from_py(dtype) == t.dtype()) return t;
+    return Tensor(t.value().astype(dtype_from_py(dtype)));
+  }
+  if (is_device_array(obj)) {  // CuPy & co: zero-copy through DLPack, then the dtype if asked
+    Tensor t = from_dlpack(py::reinterpret_borrow<py::object>(obj));
     if (dtype.is_none() || dtype_from_py(dtype) == t.dtype()) return t;
     return Tensor(t.value().astype(dtype_from_py(dtype)));
   }
@@ -96,6 +108,7 @@ PYBIND11_MODULE(_core, m) {
   bind_transforms(m);
   bind_nn(m);
   bind_optim(m);
+  bind_cuda(m);
   m.def("blas_info", [] { return std::string(blas::name()); });
   m.def("blas_num_threads", [] { return blas::num_threads(); });
   m.def("set_blas_num_threads", [](int n) { blas::set_num_threads(n); });

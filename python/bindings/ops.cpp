@@ -8,10 +8,16 @@ py::object reduce_op(const Tensor& t, py::handle axis, bool keepdims, bool is_me
 
 void bind_ops(py::module_& m) {
   using A = const ArrayLike&;
-  m.def("array", [](py::object a, py::object dtype) { return to_tensor(a, dtype); }, py::arg("a"),
-        py::arg("dtype") = py::none(),
+  m.def("array",
+        [](py::object a, py::object dtype, py::object device) {
+          Tensor t = to_tensor(a, dtype);
+          return device.is_none() ? t : to(t, parse_device(device.cast<std::string>()));
+        },
+        py::arg("a"), py::arg("dtype") = py::none(), py::arg("device") = py::none(),
         "Tensor from an array-like. C-contiguous float32/float64 NumPy arrays are wrapped without a copy "
-        "(treat them as read-only afterwards); other layouts are copied; integer arrays become int64.");
+        "(treat them as read-only afterwards); other layouts are copied; integer arrays become int64. "
+        "CUDA arrays (CuPy, anything with __dlpack__ on a CUDA device) are wrapped without a copy. "
+        "device: 'cpu', 'cuda' or 'cuda:N' copies the result there.");
 #define JL_UNARY(name, doc) m.def(#name, [](A x) { return name(x.t); }, py::arg("x"), doc)
   JL_UNARY(tanh, "Elementwise tanh.");
   JL_UNARY(exp, "Elementwise exp.");
@@ -64,10 +70,16 @@ void bind_ops(py::module_& m) {
         "Mean over the batch of -log softmax(logits)[label]. logits (B, C); labels int (B,) or probabilities (B, C).");
   m.def("mse", [](A pred, A target) { return mse(pred.t, target.t); }, py::arg("pred"), py::arg("target"),
         "Mean of squared differences over all elements.");
-  m.def("zeros", [](Shape s, py::object dtype) { return Tensor(Array::zeros(s, dtype_from_py(dtype))); },
-        py::arg("shape"), py::arg("dtype") = py::dtype::of<double>());
-  m.def("ones", [](Shape s, py::object dtype) { return Tensor(Array::full(s, dtype_from_py(dtype), 1.0)); },
-        py::arg("shape"), py::arg("dtype") = py::dtype::of<double>());
+  m.def("zeros",
+        [](Shape s, py::object dtype, std::string device) {
+          return Tensor(Array::zeros(s, dtype_from_py(dtype), parse_device(device)));
+        },
+        py::arg("shape"), py::arg("dtype") = py::dtype::of<double>(), py::arg("device") = "cpu");
+  m.def("ones",
+        [](Shape s, py::object dtype, std::string device) {
+          return Tensor(Array::full(s, dtype_from_py(dtype), 1.0, parse_device(device)));
+        },
+        py::arg("shape"), py::arg("dtype") = py::dtype::of<double>(), py::arg("device") = "cpu");
 }
 
 }  // namespace jaclab::py_bind

@@ -69,6 +69,8 @@ are differentiable under every jaclab transform.)doc");
   cls.def("mean", [](const Tensor& t, py::object axis, bool keepdims) { return reduce_op(t, axis, keepdims, true); },
           py::arg("axis") = py::none(), py::arg("keepdims") = false);
   cls.def("astype", [](const Tensor& t, py::object dtype) { return Tensor(t.value().astype(dtype_from_py(dtype))); });
+  cls.def("to", [](const Tensor& t, const std::string& device) { return to(t, parse_device(device)); },
+          py::arg("device"), "A copy on 'cpu', 'cuda' or 'cuda:N' (the tensor itself when already there); differentiable.");
   cls.def("detach", &Tensor::detach, "The same value with no derivative information (a constant).");
 
   // Operators. Python scalars take the tensor's dtype.

@@ -69,21 +69,54 @@ Tensor.__repr__ = _tensor_repr
 
 
 def cuda_compiled() -> bool:
-    """True when this install contains the CUDA kernels (built with a CUDA compiler)."""
-    try:
-        from . import _cuda  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when this install contains the CUDA backend (built with a CUDA compiler)."""
+    return bool(_core._cuda_compiled)
 
 
 def cuda_available() -> bool:
-    """True when the CUDA kernels are compiled in and a CUDA device is present."""
-    if not cuda_compiled():
-        return False
-    from . import _cuda
+    """True when the CUDA backend is compiled in and a CUDA device is present."""
+    return cuda_compiled() and _core._cuda_info()["device_count"] > 0
 
-    return _cuda.info()["device_count"] > 0
+
+def cuda_allow_tf32(allow: bool | None = None) -> bool:
+    """Let float32 GEMMs on the GPU use TF32 tensor cores (about 3 decimal digits less precise).
+
+    Off by default: jaclab's float32 results are plain FP32 arithmetic unless you opt in. With an
+    argument, sets the switch; returns its (new) value."""
+    if not cuda_available():
+        raise RuntimeError("cuda_allow_tf32: no CUDA device (jl.cuda_available() is False)")
+    if allow is not None:
+        _core._cuda_set_allow_tf32(bool(allow))
+    return bool(_core._cuda_allow_tf32())
+
+
+def _preload_cublas() -> None:
+    """Load cuBLAS from the `nvidia-cublas` wheel when it is installed (pip extra jaclab[cuda]).
+
+    The engine loads cuBLAS at run time by soname (libcublas.so.13, .12); a library loaded here
+    first is the one it finds. Without the wheel it falls back to the system loader path and
+    $CUDA_HOME/lib64 (see docs/engine.md)."""
+    import ctypes
+    import glob
+    import os
+    import sys
+
+    for root in sys.path:
+        for libdir in ("nvidia/cu13/lib", "nvidia/cublas/lib"):
+            found = sorted(glob.glob(os.path.join(root or ".", libdir, "libcublas.so.*")))
+            if not found:
+                continue
+            try:  # libcublas needs libcublasLt from the same wheel
+                for lt in sorted(glob.glob(os.path.join(root or ".", libdir, "libcublasLt.so.*"))):
+                    ctypes.CDLL(lt, mode=ctypes.RTLD_GLOBAL)
+                ctypes.CDLL(found[0], mode=ctypes.RTLD_GLOBAL)
+                return
+            except OSError:
+                continue
+
+
+if cuda_compiled():
+    _preload_cublas()
 
 
 def info() -> dict:
@@ -96,9 +129,7 @@ def info() -> dict:
         "cuda_available": False,
     }
     if d["cuda_compiled"]:
-        from . import _cuda
-
-        ci = _cuda.info()
+        ci = _core._cuda_info()
         d["cuda_available"] = ci["device_count"] > 0
         d["cuda"] = ci
     return d

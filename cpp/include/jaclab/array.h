@@ -25,6 +25,7 @@ struct Device {
   std::string str() const;
 };
 
+Device parse_device(const std::string& s);  // "cpu", "cuda", "cuda:N"
 size_t dtype_size(DType d);
 const char* dtype_name(DType d);
 bool is_float(DType d);

@@ -40,6 +40,9 @@ Tensor square(const Tensor& x);
 Tensor sum(const Tensor& x, std::vector<int> axes = {}, bool keepdims = false);
 Tensor mean(const Tensor& x, std::vector<int> axes = {}, bool keepdims = false);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
+// A copy on `device` (x itself when already there); differentiable: tangents follow the value,
+// cotangents go back to x's device.
+Tensor to(const Tensor& x, Device device);
 Tensor sum_to(const Tensor& x, const Shape& shape);  // adjoint of broadcast_to
 Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1
 Tensor permute(const Tensor& x, const std::vector<int>& perm);

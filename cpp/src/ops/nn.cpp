@@ -36,7 +36,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
     if (labels.ndim() != 1 || labels.shape()[0] != B)
       throw_value("cross_entropy: labels must have shape (", B, ",) for logits of shape ", shape_str(logits.shape()),
                   ", got ", shape_str(labels.shape()));
-    target = Tensor(kernels::one_hot(labels.value(), C, logits.dtype()));
+    target = Tensor(kernels::one_hot(labels.value().to(logits.device()), C, logits.dtype()));  // indices follow the logits
   } else {
     if (labels.shape() != logits.shape())
       throw_value("cross_entropy: probability targets must have the logits' shape ", shape_str(logits.shape()),

@@ -156,4 +156,13 @@ Tensor swapaxes(const Tensor& x, int a, int b) {
   return permute(x, perm);
 }
 
+Tensor to(const Tensor& x, Device device) {
+  if (x.device() == device) return x;
+  const Device from = x.device();
+  return make_op(
+      "to", {x}, x.value().to(device),
+      [device](const JvpContext& c) { return c.t(0).defined() ? to(c.t(0), device) : Tensor(); },
+      [from](const VjpContext& c) { return Grads{to(c.g, from)}; });
+}
+
 }  // namespace jaclab

@@ -1,0 +1,242 @@
+"""The CUDA backend against the CPU float64 path (the reference).
+
+Every op spec of test_ops.py runs on the GPU in float64 and float32: value, JVP and VJP are
+compared with the CPU float64 results on the same (rounded) inputs. Then the blocks (MLP,
+attention, transformer block) with grad, JVP and HVP; the fused attention kernels against the
+unfused composition on the CPU and against NumPy; GEMM layouts through cuBLAS; CuPy/DLPack
+interop; device-mixing errors. Without a GPU the whole module is skipped with its reason; the
+"no CUDA" behaviour itself is tested in test_errors.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jaclab as jl
+from conftest import assert_close, rand_like
+from test_ops import SPEC_IDS, SPECS, np_attention
+
+pytestmark = pytest.mark.skipif(
+    not jl.cuda_available(),
+    reason="no CUDA device: jl.cuda_available() is False (CUDA not compiled in, or no GPU/driver)",
+)
+
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-11), np.float32: dict(rtol=2e-5, atol=2e-5)}
+
+
+def dev(x, dtype=None):
+    x = np.asarray(x, dtype if dtype is not None else np.asarray(x).dtype)
+    return jl.array(x, device="cuda")
+
+
+def host(t) -> np.ndarray:
+    assert t.device == "cuda:0", t.device
+    return np.array(np.asarray(t.to("cpu")), np.float64)
+
+
+def cpu_reference(f, args64, tangents64, u64):
+    out, jv = jl.jvp(f, tuple(args64), tuple(tangents64))
+    _, pullback = jl.vjp(f, *args64)
+    return np.asarray(out), np.asarray(jv), [np.asarray(c) for c in pullback(u64)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("op", SPECS, ids=SPEC_IDS)
+def test_op_on_cuda_matches_cpu_float64(op, dtype, rng):
+    args = [np.asarray(a, dtype) for a in op.args(rng)]
+    tangents = [rand_like(rng, a, dtype) for a in args]
+    args64 = [a.astype(np.float64) for a in args]
+    tangents64 = [t.astype(np.float64) for t in tangents]
+    out_ref = np.asarray(op.f(*[jl.array(a) for a in args64]))
+    u = rand_like(rng, out_ref, dtype)
+    want_out, want_jv, want_ct = cpu_reference(op.f, args64, tangents64, u.astype(np.float64))
+
+    out, jv = jl.jvp(op.f, tuple(dev(a) for a in args), tuple(dev(t) for t in tangents))
+    assert out.dtype == dtype and jv.dtype == dtype
+    _, pullback = jl.vjp(op.f, *[dev(a) for a in args])
+    ct = pullback(dev(u))
+    tol = TOL[dtype]
+    assert_close(host(out), want_out, what=f"{op.name} value", **tol)
+    assert_close(host(jv), want_jv, what=f"{op.name} JVP", **tol)
+    for i, (c, w) in enumerate(zip(ct, want_ct)):
+        assert_close(host(c), w, what=f"{op.name} VJP[{i}]", **tol)
+
+
+# ---- GEMM through cuBLAS: transposed views, broadcast batches, 1-D operands, accumulate --------
+MATMUL_CASES = [
+    ((3, 4), (4, 5), None), ((4, 3), (4, 5), "aT"), ((3, 4), (5, 4), "bT"), ((2, 3, 4), (4, 5), None),
+    ((2, 3, 4), (2, 4, 5), None), ((2, 1, 3, 4), (5, 4, 6), None), ((4,), (4, 5), None), ((3, 4), (4,), None),
+    ((2, 3, 4, 5), (2, 3, 5, 2), None), ((1, 3, 4), (2, 4, 5), None), ((0, 4), (4, 3), None), ((3, 0), (0, 2), None),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("sa,sb,tr", MATMUL_CASES, ids=[f"{a}@{b}{t or ''}" for a, b, t in MATMUL_CASES])
+def test_matmul_layouts(sa, sb, tr, dtype, rng):
+    a = rng.standard_normal(sa[::-1] if tr == "aT" else sa).astype(dtype)
+    b = rng.standard_normal(sb[::-1] if tr == "bT" else sb).astype(dtype)
+    ta, tb = dev(a), dev(b)
+    if tr == "aT":
+        a, ta = a.T, ta.T
+    if tr == "bT":
+        b, tb = b.T, tb.T
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert_close(host(ta @ tb), want, **TOL[dtype])
+    bias = rng.standard_normal(want.shape[-1:]).astype(dtype) if want.ndim else None
+    if bias is not None and tr is None and len(sb) == 2:  # linear: the GEMM accumulates into the bias
+        got = jl.linear(ta, tb, dev(bias))
+        assert_close(host(got), want + bias, **TOL[dtype])
+
+
+# ---- blocks -----------------------------------------------------------------------------------
+def _block_cases():
+    def mlp(x, W1, b1, W2, b2):
+        return jl.sum(jl.tanh(jl.linear(x, W1, b1)) @ W2 + b2) ** 2 / 10
+
+    def attn(q, k, v):
+        return jl.sum(jl.attention(q, k, v, causal=True) ** 2)
+
+    def block(x, g, b, Wq, Wo):
+        h = jl.layer_norm(x, g, b)
+        q = (h @ Wq).reshape(2, 5, 2, 4).transpose(0, 2, 1, 3)
+        o = jl.attention(q, q, q).transpose(0, 2, 1, 3).reshape(2, 5, 8) @ Wo
+        return jl.sum(jl.gelu(x + o) ** 2) + jl.sum(jl.softmax(x, -1) * x)
+
+    return [
+        ("mlp", mlp, [(6, 5), (5, 7), (7,), (7, 3), (3,)]),
+        ("attention", attn, [(2, 2, 6, 16), (2, 2, 9, 16), (2, 2, 9, 16)]),
+        ("transformer", block, [(2, 5, 8), (8,), (8,), (8, 8), (8, 8)]),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name,f,shapes", _block_cases(), ids=[c[0] for c in _block_cases()])
+def test_block_grad_jvp_hvp(name, f, shapes, dtype, rng):
+    args = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    tans = [rand_like(rng, a, dtype) for a in args]
+    a64 = [a.astype(np.float64) for a in args]
+    t64 = [t.astype(np.float64) for t in tans]
+    argnums = tuple(range(len(args)))
+    g_ref = jl.grad(f, argnums=argnums)(*a64)
+    _, jv_ref = jl.jvp(f, tuple(a64), tuple(t64))
+    h_ref = jl.hvp(f, tuple(a64), tuple(t64))
+    g = jl.grad(f, argnums=argnums)(*[dev(a) for a in args])
+    _, jv = jl.jvp(f, tuple(dev(a) for a in args), tuple(dev(t) for t in tans))
+    h = jl.hvp(f, tuple(dev(a) for a in args), tuple(dev(t) for t in tans))
+    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    for x, y in zip(g, g_ref):
+        assert_close(host(x), np.asarray(y), what=f"{name} grad", **tol)
+    assert_close(host(jv), np.asarray(jv_ref), what=f"{name} jvp", **tol)
+    for x, y in zip(jl.tree_flatten(h)[0], jl.tree_flatten(h_ref)[0]):
+        assert_close(host(x), np.asarray(y), what=f"{name} hvp", **tol)
+
+
+# ---- fused attention: forward, JVP, VJP against the composition and NumPy ----------------------
+ATTN_SHAPES = [  # (B, H, T, S, dh)
+    (1, 3, 37, 53, 16), (2, 2, 128, 128, 64), (1, 1, 70, 200, 32), (2, 1, 80, 33, 64), (1, 2, 65, 65, 128),
+    (1, 2, 9, 12, 8),  # dh = 8: no fused kernel, the composite path on the GPU
+]
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", ATTN_SHAPES, ids=[str(s) for s in ATTN_SHAPES])
+def test_fused_attention(shape, dtype, causal, rng):
+    B, H, T, S, dh = shape
+    q, k, v = (rng.standard_normal(s).astype(dtype) for s in [(B, H, T, dh), (B, H, S, dh), (B, H, S, dh)])
+    dq, dk, dv = (rand_like(rng, x, dtype) for x in (q, k, v))
+    g = rng.standard_normal((B, H, T, dh)).astype(dtype)
+    c64 = [x.astype(np.float64) for x in (q, k, v)]
+    t64 = [x.astype(np.float64) for x in (dq, dk, dv)]
+
+    def f(q, k, v):
+        return jl.attention(q, k, v, causal=causal)
+
+    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    if not (causal and T > S):  # NumPy reference (rows with no visible key are NaN there)
+        assert_close(host(f(*[dev(x) for x in (q, k, v)])), np_attention(*c64, causal=causal), **tol)
+    out_ref, jv_ref = jl.jvp(f, tuple(c64), tuple(t64))  # CPU: the unfused composition
+    out, jv = jl.jvp(f, tuple(dev(x) for x in (q, k, v)), tuple(dev(x) for x in (dq, dk, dv)))
+    assert_close(host(out), np.asarray(out_ref), what="attention value", **tol)
+    assert_close(host(jv), np.asarray(jv_ref), what="attention JVP", **tol)
+    _, pb_ref = jl.vjp(f, *c64)
+    _, pb = jl.vjp(f, *[dev(x) for x in (q, k, v)])
+    for name, x, y in zip("qkv", pb(dev(g)), pb_ref(g.astype(np.float64))):
+        assert_close(host(x), np.asarray(y), what=f"attention VJP d{name}", **tol)
+    # Only some tangents (the others symbolic zeros) and only some cotangents.
+    _, jv_v = jl.jvp(lambda v: f(dev(q), dev(k), v), (dev(v),), (dev(dv),))
+    _, jv_v_ref = jl.jvp(lambda v: f(*c64[:2], v), (c64[2],), (t64[2],))
+    assert_close(host(jv_v), np.asarray(jv_v_ref), what="attention JVP (v only)", **tol)
+    gq = jl.grad(lambda q: jl.sum(f(q, dev(k), dev(v)) * dev(g)))(dev(q))
+    gq_ref = jl.grad(lambda q: jl.sum(f(q, *c64[1:]) * g.astype(np.float64)))(c64[0])
+    assert_close(host(gq), np.asarray(gq_ref), what="attention grad q only", **tol)
+
+
+def test_attention_second_order_uses_the_composition(rng):
+    """HVP through attention on the GPU (the fused kernels are first order; rules recompose)."""
+    q, k, v = (rng.standard_normal((1, 2, 7, 16)) for _ in range(3))
+    t = tuple(rand_like(rng, x) for x in (q, k, v))
+
+    def loss(q, k, v):
+        return jl.sum(jl.attention(q, k, v, causal=True) ** 3)
+
+    want = jl.hvp(loss, (q, k, v), t)
+    got = jl.hvp(loss, tuple(dev(x) for x in (q, k, v)), tuple(dev(x) for x in t))
+    for x, y in zip(jl.tree_flatten(got)[0], jl.tree_flatten(want)[0]):
+        assert_close(host(x), np.asarray(y), rtol=1e-10, atol=1e-11)
+
+
+# ---- interop and devices ----------------------------------------------------------------------
+def test_to_and_back_is_exact_and_differentiable(rng):
+    x = rng.standard_normal((3, 4))
+    t = jl.array(x).to("cuda")
+    assert t.device == "cuda:0"
+    np.testing.assert_array_equal(np.asarray(t.to("cpu")), x)
+    g = jl.grad(lambda x: jl.sum(jl.tanh(x.to("cuda")) ** 2))(jl.array(x))
+    assert g.device == "cpu"
+    assert_close(np.asarray(g), 2 * np.tanh(x) * (1 - np.tanh(x) ** 2), rtol=1e-12, atol=1e-13)
+    assert jl.zeros((2, 3), device="cuda").device == "cuda:0"
+    assert float(jl.sum(jl.ones((2, 3), device="cuda"))) == 6.0
+
+
+def test_mixing_devices_is_a_clear_error(rng):
+    a = jl.array(rng.standard_normal((3, 4)))
+    b = a.to("cuda")
+    q = a.reshape(1, 1, 3, 4)
+    for f in (lambda: a + b, lambda: b @ a.T, lambda: jl.attention(b.reshape(1, 1, 3, 4), q, q)):
+        with pytest.raises(ValueError, match="cpu.*cuda:0|cuda:0.*cpu"):
+            f()
+    with pytest.raises(ValueError, match="tangent 0 lives on cpu"):
+        jl.jvp(jl.tanh, (b,), (a,))
+    with pytest.raises(ValueError, match="np.asarray"):
+        np.asarray(b)
+    # Python scalars and 0-d CPU tensors join an op on any device.
+    assert_close(host(b * 2.0 + jl.array(1.0)), 2 * np.asarray(a) + 1, rtol=1e-15, atol=0)
+
+
+def test_cupy_zero_copy_both_ways(rng):
+    cp = pytest.importorskip("cupy", reason="CuPy not installed")
+    x = cp.asarray(rng.standard_normal((4, 5)))
+    t = jl.array(x)
+    assert t.device == "cuda:0"
+    y = cp.from_dlpack(t)
+    assert y.data.ptr == x.data.ptr  # the same device memory, no copy either way
+    t2 = jl.from_dlpack(x)
+    np.testing.assert_array_equal(np.asarray(t2.to("cpu")), cp.asnumpy(x))
+    z = cp.from_dlpack(jl.tanh(t) * 3)
+    cp.testing.assert_allclose(z, cp.tanh(x) * 3, rtol=1e-14)
+    lab = jl.array(cp.asarray([0, 2, 1]))
+    assert lab.device == "cuda:0" and lab.dtype == np.int64
+
+
+def test_tf32_is_opt_in(rng):
+    assert jl.cuda_allow_tf32() is False
+    a = dev(rng.standard_normal((256, 256)), np.float32)
+    exact = host(a @ a)
+    try:
+        assert jl.cuda_allow_tf32(True) is True
+        approx = host(a @ a)
+    finally:
+        jl.cuda_allow_tf32(False)
+    ref = np.asarray(a.to("cpu"), np.float64) @ np.asarray(a.to("cpu"), np.float64)
+    assert np.max(np.abs(exact - ref)) < 1e-3 < np.max(np.abs(approx - ref))
