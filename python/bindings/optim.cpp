@@ -104,6 +104,7 @@ void bind_optim(py::module_& m) {
       .def("step", [](const Opt& o, const optim::State& state, A theta, const py::function& objective) {
         // objective(theta: Tensor) -> (loss, grad): called once per gradient evaluation (RK: per stage).
         optim::State s = state.clone();
+        optim::require_cpu(theta.t.value(), "step: theta");
         Array th = theta.t.value().contiguous().clone();
         optim::Objective f = [&](const Array& at, Array& g) {
           py::tuple r = objective(Tensor(at.clone()));

@@ -24,6 +24,12 @@
 
 namespace jaclab::optim {
 
+// The update loops run on the CPU (they update parameters in place, element by element).
+inline void require_cpu(const Array& a, const char* what) {
+  if (a.device().type != DeviceType::CPU)
+    throw_value(what, " is on ", a.device().str(), ", but the optimizer loops run on the CPU; move it with .to(\"cpu\")");
+}
+
 // Optimizer state: everything a step needs besides theta, so that steps can be replayed,
 // inspected and checkpointed.
 struct State {

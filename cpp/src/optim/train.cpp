@@ -133,6 +133,9 @@ double loss_only(const model::Module& m, model::Loss kind, const std::vector<Sha
 void check_data(const model::Module& m, const std::vector<Shape>& shapes, const Array& X, const Array& Y,
                 const Array& theta) {
   m.check_params(shapes);
+  require_cpu(theta, "train: the parameter vector");
+  require_cpu(X, "train: X");
+  require_cpu(Y, "train: Y");
   if (theta.ndim() != 1 || theta.numel() != total_numel(shapes))
     throw_value("train: the flat parameter vector has ", theta.numel(), " elements but the model's parameters have ",
                 total_numel(shapes));
