@@ -39,8 +39,7 @@ void require_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
   require_float(a, op);
   require_float(b, op);
   if (a.dtype() != b.dtype()) throw_type(op, ": dtype mismatch between a ", describe(a), " and a ", describe(b));
-  if (a.device() != b.device())
-    throw_value(op, ": device mismatch between ", a.device().str(), " and ", b.device().str());
+  // Devices are checked where the kernel is chosen (jaclab::backend_for), which lets 0-d CPU scalars join.
 }
 
 // A 0-d CPU scalar: it joins ops on any device (backends take 0-d CPU operands).
