@@ -196,7 +196,7 @@ def th_block(p, x):
     split = lambda t: t.reshape(B, T, N_HEADS, dh).transpose(1, 2)  # noqa: E731
     q, k, v = split(h @ a["Wq"]), split(h @ a["Wk"]), split(h @ a["Wv"])
     s = (q @ k.transpose(-1, -2)) * (1.0 / float(np.sqrt(dh)))
-    s = s.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool)), float("-inf"))
+    s = s.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device)), float("-inf"))
     o = (torch.softmax(s, -1) @ v).transpose(1, 2).reshape(B, T, d)
     x = x + o @ a["Wo"]
     h = tF.gelu(th_ln(x, p["norm2"]) @ m["W1"] + m["b1"])

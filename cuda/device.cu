@@ -16,7 +16,12 @@ DeviceInfo query() {
   }
   if (d.device_count > 0) {
     cudaDeviceProp p;
-    if (cudaGetDeviceProperties(&p, 0) == cudaSuccess) d.name = p.name;
+    if (cudaGetDeviceProperties(&p, 0) == cudaSuccess) {
+      d.name = p.name;
+      d.multiprocessors = p.multiProcessorCount;
+      d.compute_capability = p.major * 10 + p.minor;
+    }
+    cudaDeviceGetAttribute(&d.clock_khz, cudaDevAttrClockRate, 0);
   }
   return d;
 }

@@ -9,6 +9,9 @@ struct DeviceInfo {
   int driver_version = 0;
   std::string error;  // why no device is usable, empty when one is
   std::string name;   // device 0
+  int multiprocessors = 0;
+  int clock_khz = 0;  // max SM clock
+  int compute_capability = 0;  // major * 10 + minor
 };
 DeviceInfo query();
 }  // namespace jaclab::cuda

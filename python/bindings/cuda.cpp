@@ -22,6 +22,9 @@ void bind_cuda(py::module_& m) {
     r["driver_version"] = d.driver_version;
     r["error"] = d.error;
     r["device_name"] = d.name;
+    r["multiprocessors"] = d.multiprocessors;
+    r["clock_khz"] = d.clock_khz;
+    r["compute_capability"] = d.compute_capability;
     return r;
   });
   m.def("_cuda_set_allow_tf32", &jaclab::cuda::set_allow_tf32);

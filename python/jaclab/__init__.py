@@ -90,6 +90,11 @@ def cuda_allow_tf32(allow: bool | None = None) -> bool:
     return bool(_core._cuda_allow_tf32())
 
 
+def cuda_synchronize() -> None:
+    """Wait until all queued GPU work is done (jaclab's CUDA ops are asynchronous, like CuPy's)."""
+    _core._cuda_synchronize()
+
+
 def _preload_cublas() -> None:
     """Load cuBLAS from the `nvidia-cublas` wheel when it is installed (pip extra jaclab[cuda]).
 
