@@ -50,7 +50,9 @@ Cublas& cublas() {
     std::string cuda_home = std::getenv("CUDA_HOME") ? std::getenv("CUDA_HOME") : "/usr/local/cuda";
     for (std::string name : {std::string("libcublas.so.13"), std::string("libcublas.so.12"), std::string("libcublas.so"),
                              cuda_home + "/lib64/libcublas.so.13", cuda_home + "/lib64/libcublas.so.12"}) {
-      lib = dlopen(name.c_str(), RTLD_NOW | RTLD_GLOBAL);
+      // RTLD_LOCAL: cuBLAS carries its own C++ runtime symbols; loaded globally they would take
+      // the place of libstdc++'s in code bound later (seen: a crash formatting an int).
+      lib = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
       if (lib) {
         c.library = name;
         break;

@@ -111,10 +111,13 @@ def _preload_cublas() -> None:
             found = sorted(glob.glob(os.path.join(root or ".", libdir, "libcublas.so.*")))
             if not found:
                 continue
+            # RTLD_LOCAL (ctypes' default): cuBLAS exports C++ runtime symbols of its own, which
+            # must not take the place of libstdc++'s for code loaded later. The engine's
+            # dlopen("libcublas.so.13") then finds this copy by its soname.
             try:  # libcublas needs libcublasLt from the same wheel
                 for lt in sorted(glob.glob(os.path.join(root or ".", libdir, "libcublasLt.so.*"))):
-                    ctypes.CDLL(lt, mode=ctypes.RTLD_GLOBAL)
-                ctypes.CDLL(found[0], mode=ctypes.RTLD_GLOBAL)
+                    ctypes.CDLL(lt)
+                ctypes.CDLL(found[0])
                 return
             except OSError:
                 continue
