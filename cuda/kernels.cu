@@ -197,7 +197,7 @@ __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t n, bool l
       const T lse = mt + static_cast<T>(log(s));
       for (int64_t j = threadIdx.x; j < n; j += blockDim.x) yr[j] = xr[j] - lse;
     } else {
-      const T inv = static_cast<T>(1.0 / s);
+      const T inv = static_cast<T>(s > 0 ? 1.0 / s : 0.0);  // a fully masked row has no mass: zeros (as on the CPU)
       for (int64_t j = threadIdx.x; j < n; j += blockDim.x) yr[j] = exp(xr[j] - mt) * inv;
     }
   }

@@ -465,3 +465,23 @@ def test_fd_helpers_sanity():
     (g,) = fd_vjp(jl.tanh, [x], v)
     assert_close(g, 1 - np.tanh(x) ** 2)
     assert_close(evaluate(jl.tanh, [x]), np.tanh(x), rtol=1e-15, atol=0)
+
+
+def test_fully_masked_rows_have_no_mass(rng):
+    """softmax of an all -inf row is 0 (not NaN); attention queries that see no key (causal,
+    T > S) give 0 and a zero tangent, and the other rows are ordinary attention."""
+    x = np.array([[-np.inf, -np.inf, -np.inf], [0.5, -1.0, 2.0]])
+    p = np.asarray(jl.softmax(x, -1))
+    assert np.all(p[0] == 0)
+    assert_close(p[1], np_softmax(x[1]), rtol=1e-14, atol=1e-15)
+    q, k, v = rng.standard_normal((1, 2, 5, 4)), rng.standard_normal((1, 2, 3, 4)), rng.standard_normal((1, 2, 3, 4))
+    tangents = tuple(rng.standard_normal(a.shape) for a in (q, k, v))
+    f = lambda q, k, v: jl.attention(q, k, v, causal=True)  # noqa: E731
+    out, jv = (np.asarray(t) for t in jl.jvp(f, (q, k, v), tangents))
+    assert np.all(out[:, :, :2] == 0) and np.all(jv[:, :, :2] == 0)
+    assert_close(out[:, :, 2:], np_attention(q[:, :, 2:], k, v, causal=True), rtol=1e-12, atol=1e-13)
+    eps, dq = 1e-6, tangents[0][:, :, 2:]
+    want = (np_attention(q[:, :, 2:] + eps * dq, k, v, causal=True)
+            - np_attention(q[:, :, 2:] - eps * dq, k, v, causal=True)) / (2 * eps)
+    _, jv_q = jl.jvp(lambda q: f(q, k, v), (q,), (tangents[0],))
+    assert_close(np.asarray(jv_q)[:, :, 2:], want, rtol=1e-7, atol=1e-8)

@@ -269,7 +269,11 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
   };
   for (size_t k = 0; k < outputs.size(); ++k) {
     auto& y = outputs[k];
-    auto& ct = cotangents[k];
+    Tensor ct = cotangents[k];
+    // Cotangents given as host data (NumPy) follow their output to its device.
+    if (ct.device() != y.device() && ct.device().type == DeviceType::CPU) ct = to(ct, y.device());
+    if (ct.device() != y.device())
+      throw_value("vjp: cotangent ", k, " lives on ", ct.device().str(), " but its output on ", y.device().str());
     if (ct.shape() != batched_shape(batch, y.shape()) || ct.dtype() != y.dtype())
       throw_value("vjp: cotangent ", k, " is a ", describe(ct), " but the output is a ", describe(y),
                   batch ? str_cat(" (with ", batch, " directions on a leading axis)") : std::string());

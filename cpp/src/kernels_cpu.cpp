@@ -501,7 +501,7 @@ Array softmax(const Array& x, int axis) {
       for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - m;
       vecmath::map(vecmath::Fn::Exp, yr, yr, n);
       for (int64_t j = 0; j < n; ++j) s += yr[j];
-      const T inv = T(1) / s;
+      const T inv = s > 0 ? T(1) / s : T(0);  // a fully masked row (all -inf) has no mass: zeros
       for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
     }
   });

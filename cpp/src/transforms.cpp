@@ -17,9 +17,13 @@ void check_like(const TensorList& expected, const TensorList& given, const char*
 }
 
 namespace {
-JvpResult jvp_impl(const Fn& f, const TensorList& primals, const TensorList& tangents, int64_t K) {
+JvpResult jvp_impl(const Fn& f, const TensorList& primals, const TensorList& tangents_in, int64_t K) {
+  TensorList tangents = tangents_in;
   for (size_t i = 0; i < primals.size(); ++i) {
     require_float(primals[i], "jvp");
+    // Tangents given as host data (NumPy) follow their primal to its device.
+    if (tangents[i].device() != primals[i].device() && tangents[i].device().type == DeviceType::CPU)
+      tangents[i] = to(tangents[i], primals[i].device());
     if (tangents[i].device() != primals[i].device())
       throw_value("jvp: tangent ", i, " lives on ", tangents[i].device().str(), " but its primal on ",
                   primals[i].device().str(), "; put both on one device");

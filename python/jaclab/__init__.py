@@ -64,7 +64,13 @@ def _tensor_repr(self):
     return f"jl.Tensor({body}, dtype={self.dtype})"
 
 
+def _tensor_array(self, dtype=None, copy=None):
+    # NumPy reaches here only when the buffer protocol refused: a tensor on a GPU.
+    raise ValueError(f"np.asarray: the tensor lives on {self.device}; call .to('cpu') first")
+
+
 Tensor.numpy = _tensor_numpy
+Tensor.__array__ = _tensor_array
 Tensor.__repr__ = _tensor_repr
 
 

@@ -127,7 +127,7 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0):
             raise TypeError(f"grad: the function must return one scalar array, got {type(value).__name__}")
         if value.shape != ():
             raise ValueError(f"grad: the function must return a scalar (shape ()), got shape {value.shape}")
-        grads = pullback(_core.ones((), value.dtype))
+        grads = pullback(_core.ones((), value.dtype, device=value.device))
         return value, (grads[0] if isinstance(argnums, int) else grads)
 
     return wrapped
