@@ -118,6 +118,19 @@ bool all_constant(std::initializer_list<Tensor> ts) {
   return true;
 }
 const Array* value_or_null(const Tensor& t) { return t.defined() ? &t.value() : nullptr; }
+// The one jvp level carried by these inputs when they are otherwise plain (no graph, no other
+// level); -1 when there is none or more than one.
+int single_plain_level(std::initializer_list<Tensor> ts) {
+  int level = -1;
+  for (const Tensor& t : ts) {
+    if (t.requires_grad() || t.tangents().size() > 1) return -1;
+    if (t.tangents().empty()) continue;
+    const int l = t.tangents().front().first;
+    if (level >= 0 && l != level) return -1;
+    level = l;
+  }
+  return level;
+}
 Tensor softmax_jvp(const Tensor& P, const Tensor& dS) { return mul(P, sub(dS, sum(mul(P, dS), {-1}, true))); }
 }  // namespace
 
@@ -138,9 +151,26 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal)
     throw_value("attention: incompatible q ", shape_str(q.shape()), ", k ", shape_str(k.shape()), ", v ",
                 shape_str(v.shape()), " (need equal leading dims, q/k sharing dh, k/v sharing the key length)");
   const double sc = 1.0 / std::sqrt(static_cast<double>(q.shape()[n - 1]));
+  // Forward mode in one fused pass (CUDA): with one unbatched jvp level on plain inputs, the kernel
+  // that gives the tangent also gives the value, so the value is not computed a second time.
+  Array value;
+  Tensor fused_tangent;
+  const int level = single_plain_level({q, k, v});
+  if (level >= 0 && jvp_level_batch(level) == 0) {
+    Tensor tq = q.tangent(level), tk = k.tangent(level), tv = v.tangent(level);
+    Array o, o_dot;
+    if (all_constant({tq, tk, tv}) &&
+        kernels::attention_jvp(q.value(), k.value(), v.value(), value_or_null(tq), value_or_null(tk),
+                               value_or_null(tv), causal, o, o_dot)) {
+      value = o;
+      fused_tangent = Tensor(o_dot);
+    }
+  }
+  if (!value.defined()) value = kernels::attention(q.value(), k.value(), v.value(), causal);
   return make_op(
-      "attention", {q, k, v}, kernels::attention(q.value(), k.value(), v.value(), causal),
-      [causal, sc](const JvpContext& c) {
+      "attention", {q, k, v}, value,
+      [causal, sc, fused_tangent](const JvpContext& c) {
+        if (fused_tangent.defined()) return fused_tangent;  // the only level: computed with the value
         if (c.batch)  // (K, B, H, T, dh) would exceed the 4-D tensor limit
           throw UnbatchableError("attention: forward mode with a batch of tangent directions is not supported "
                                  "(the batched tangents would be 5-D); use one direction at a time");
