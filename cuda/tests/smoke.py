@@ -1,4 +1,7 @@
-"""A step-by-step smoke run of the CUDA backend (prints each step; for debugging on a GPU machine)."""
+"""A step-by-step smoke run of the CUDA backend: prints each step, so a crash shows where.
+
+    python cuda/tests/smoke.py     # on a machine with a GPU, jaclab installed with CUDA
+"""
 import faulthandler
 
 import numpy as np
