@@ -277,3 +277,19 @@ def test_errors_inside_nested_transforms_propagate():
         jl.hvp(lambda x: jl.sum(x) * (1 / 0), (x,), (x,))
     # the engine is still usable afterwards
     np.testing.assert_allclose(np.asarray(jl.grad(lambda x: jl.sum(x * x))(x)), 2 * x)
+
+
+def test_device_strings_and_missing_cuda():
+    x = jl.array(np.ones((2, 3)))
+    for bad in ("gpu", "cuda:", "cuda:x", "CPU"):
+        with pytest.raises(ValueError, match="unknown device"):
+            x.to(bad)
+    assert x.to("cpu") is not None and x.to("cpu").device == "cpu"
+    assert jl.cuda_compiled() in (True, False)
+    if not jl.cuda_available():  # without a GPU (or a CUDA build) a tensor on "cuda" cannot exist
+        with pytest.raises(RuntimeError, match="CUDA"):
+            x.to("cuda")
+        with pytest.raises(RuntimeError, match="CUDA"):
+            jl.zeros((2,), device="cuda")
+        with pytest.raises(RuntimeError):
+            jl.cuda_allow_tf32(True)
