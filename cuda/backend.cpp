@@ -381,6 +381,10 @@ class CudaBackend final : public DeviceBackend {
     if (index < 0 || index >= count)
       throw std::runtime_error("cuda:" + std::to_string(index) + " does not exist: this machine has " +
                                std::to_string(count) + " CUDA device(s)");
+    // Kernels run on the current device and nothing switches it per op: one GPU only.
+    if (index != 0)
+      throw std::runtime_error("cuda:" + std::to_string(index) + ": jaclab's CUDA backend uses one GPU, cuda:0 "
+                               "(select another with CUDA_VISIBLE_DEVICES)");
     int current = 0;
     check(cudaGetDevice(&current), "cudaGetDevice");
     if (current != index) check(cudaSetDevice(index), "cudaSetDevice");

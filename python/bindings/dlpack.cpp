@@ -77,6 +77,9 @@ Tensor wrap_dl(const DLTensor& d, std::shared_ptr<void> owner) {
   if (d.device.device_type == kDLCUDA) {
     device = Device{DeviceType::CUDA, d.device.device_id};
     backend_for(device);  // RuntimeError here when this build has no CUDA backend
+    if (device.index != 0)
+      throw ValueError(str_cat("from_dlpack: the array lives on cuda:", device.index,
+                               "; jaclab's CUDA backend uses one GPU, cuda:0 (select it with CUDA_VISIBLE_DEVICES)"));
   } else if (d.device.device_type != kDLCPU) {
     throw ValueError(str_cat("from_dlpack: the array lives on DLPack device type ", d.device.device_type,
                              "; jaclab takes CPU (1) and CUDA (2) arrays"));
