@@ -1,5 +1,11 @@
 """The CUDA backend against the CPU float64 path (the reference).
 
+With a GPU these tests run the real kernels. Without one they run on the host-emulated CUDA
+device (``jaclab/host_backend.h``: "cuda:0" arrays in host memory, CPU kernels behind the same
+dispatch, an error if a kernel is handed an array from another device), which checks the
+device plumbing of every op, rule and transform in CI; the tests that need real GPU memory
+(CuPy, TF32) skip there with their reason.
+
 Every op spec of test_ops.py runs on the GPU in float64 and float32: value, JVP and VJP are
 compared with the CPU float64 results on the same (rounded) inputs. Then the blocks (MLP,
 attention, transformer block) with grad, JVP and HVP; the fused attention kernels against the
@@ -16,10 +22,18 @@ import jaclab as jl
 from conftest import assert_close, rand_like
 from test_ops import SPEC_IDS, SPECS, np_attention
 
-pytestmark = pytest.mark.skipif(
-    not jl.cuda_available(),
-    reason="no CUDA device: jl.cuda_available() is False (CUDA not compiled in, or no GPU/driver)",
-)
+GPU = jl.cuda_available()
+needs_gpu = pytest.mark.skipif(not GPU, reason="needs a real CUDA device (jl.cuda_available() is False)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def cuda_device():
+    """The real GPU when there is one, else the host-emulated CUDA device."""
+    if not GPU:
+        jl._core._emulate_cuda_on_host(True)
+    yield
+    if not GPU:
+        jl._core._emulate_cuda_on_host(False)
 
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-11), np.float32: dict(rtol=2e-5, atol=2e-5)}
 
@@ -221,6 +235,7 @@ def test_mixing_devices_is_a_clear_error(rng):
     assert_close(host(b * 2.0 + jl.array(1.0)), 2 * np.asarray(a) + 1, rtol=1e-15, atol=0)
 
 
+@needs_gpu
 def test_cupy_zero_copy_both_ways(rng):
     cp = pytest.importorskip("cupy", reason="CuPy not installed")
     x = cp.asarray(rng.standard_normal((4, 5)))
@@ -236,6 +251,7 @@ def test_cupy_zero_copy_both_ways(rng):
     assert lab.device == "cuda:0" and lab.dtype == np.int64
 
 
+@needs_gpu
 def test_tf32_is_opt_in(rng):
     assert jl.cuda_allow_tf32() is False
     a = dev(rng.standard_normal((256, 256)), np.float32)

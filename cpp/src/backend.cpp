@@ -10,6 +10,8 @@ void register_backend(DeviceType type, DeviceBackend* backend) {
   if (type == DeviceType::CUDA) g_cuda = backend;
 }
 
+DeviceBackend* registered_backend(DeviceType type) { return type == DeviceType::CUDA ? g_cuda : nullptr; }
+
 DeviceBackend* backend_for(const Device& device) {
   if (device.type == DeviceType::CPU) return nullptr;
   if (!g_cuda)

@@ -1,6 +1,7 @@
 // CUDA build facts and switches (_core._cuda_*). Present in every build; without the CUDA backend
 // they report that it is missing.
 #include "common.h"
+#include "jaclab/host_backend.h"
 
 #ifdef JACLAB_WITH_CUDA
 #include "backend.h"
@@ -33,6 +34,9 @@ void bind_cuda(py::module_& m) {
 #else
   m.attr("_cuda_compiled") = false;
 #endif
+  // Tests of device code without a GPU: "cuda:0" arrays in host memory (jaclab/host_backend.h).
+  m.def("_emulate_cuda_on_host", &emulate_cuda_on_host, py::arg("on"));
+  m.def("_emulating_cuda_on_host", &emulating_cuda_on_host);
   m.def("_cuda_synchronize", [] {
     if (DeviceBackend* be = backend_for(Device{DeviceType::CUDA, 0})) be->synchronize();
   });

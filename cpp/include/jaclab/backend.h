@@ -56,6 +56,7 @@ MatmulShapes matmul_shapes(const Array& a, const Array& b);
 }  // namespace kernels
 
 void register_backend(DeviceType type, DeviceBackend* backend);
+DeviceBackend* registered_backend(DeviceType type);  // nullptr when none
 // nullptr for the CPU; the device's backend otherwise, or a RuntimeError saying why there is none.
 DeviceBackend* backend_for(const Device& device);
 // The backend for an op's operands: nullptr when all are on the CPU; a ValueError naming the op
