@@ -2,6 +2,7 @@
 """jaclab GPU benchmark: the CUDA backend next to PyTorch (torch.func) and JAX on the same GPU.
 
     python benchmarks/bench_gpu.py            # needs a CUDA device; prints markdown tables
+    python benchmarks/bench_gpu.py --part blocks --workloads W2,W3   # a part (each ~2-3 min on an H100)
 
 1. cuBLAS peak: jaclab's own float32 ``a @ b`` (cuBLAS SGEMM, plain FP32, no TF32) at 8192³;
    the device's FP32 (non-tensor-core) peak = SMs × 128 lanes × 2 × max SM clock.
@@ -260,9 +261,10 @@ def flatten_result(r):
     return [to_host(x) for x in leaves]
 
 
-def workload_rows(peak_gemm: float):
+def workload_rows(peak_gemm: float, which: list):
     rows = []
-    for name, big in (("W1", False), ("W1", True), ("W2", False), ("W3", False)):
+    for key in which:
+        name, big = ("W1", True) if key == "W1big" else (key, False)
         w = workload(name, big)
         libs = {"jaclab": (jaclab_gpu_tasks(w), sync_jl)}
         if torch is not None:
@@ -286,7 +288,14 @@ def workload_rows(peak_gemm: float):
     return rows
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=["all", "attention", "blocks"], default="all",
+                    help="attention rows, W1/W2/W3 rows, or both (default)")
+    ap.add_argument("--workloads", default="W1,W1big,W2,W3", help="comma-separated subset of W1,W1big,W2,W3")
+    args = ap.parse_args(argv)
     if not jl.cuda_available():
         print("bench_gpu: no CUDA device (jl.cuda_available() is False)")
         return 1
@@ -296,12 +305,14 @@ def main() -> int:
     peak_gemm = gemm_peak()
     print(f"- FP32 peak (SMs × 128 × 2 × clock): {peak_fp32:.1f} TFLOP/s; measured cuBLAS SGEMM 8192³ through "
           f"jaclab: {peak_gemm:.1f} TFLOP/s ({100 * peak_gemm / peak_fp32:.0f}% of FP32 peak)\n")
-    print("### Attention forward + JVP, float32, B=8, H=16, T=S=4096, dh=64\n")
-    print(table(["task", "jaclab ms", "torch.func.jvp ms (SDPA backend)", "jax ms", "torch / jaclab", "jaclab TFLOP/s",
-                 "× FLOP bound", "max rel diff"], attention_rows(peak_fp32)))
-    print("\n### W1 / W2 / W3 on the GPU, float32 (ms per call)\n")
-    print(table(["workload", "task", "jaclab", "torch.func", "jax.jit", "jaclab / best peer", "% cuBLAS peak",
-                 "max rel diff"], workload_rows(peak_gemm)))
+    if args.part in ("all", "attention"):
+        print("### Attention forward + JVP, float32, B=8, H=16, T=S=4096, dh=64\n")
+        print(table(["task", "jaclab ms", "torch.func.jvp ms (SDPA backend)", "jax ms", "torch / jaclab",
+                     "jaclab TFLOP/s", "× FLOP bound", "max rel diff"], attention_rows(peak_fp32)), flush=True)
+    if args.part in ("all", "blocks"):
+        print("\n### W1 / W2 / W3 on the GPU, float32 (ms per call)\n")
+        print(table(["workload", "task", "jaclab", "torch.func", "jax.jit", "jaclab / best peer", "% cuBLAS peak",
+                     "max rel diff"], workload_rows(peak_gemm, args.workloads.split(","))))
     return 0
 
 
