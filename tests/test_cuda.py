@@ -203,6 +203,35 @@ def test_attention_second_order_uses_the_composition(rng):
         assert_close(host(x), np.asarray(y), rtol=1e-10, atol=1e-11)
 
 
+# ---- Jacobian analyses with the model on the device -------------------------------------------
+def test_per_sample_and_layer_jacobians_on_the_device(rng):
+    """input_jacobian / layer_jacobians / per_sample_jacobian (both modes) with params and x on
+    the device: the passes run there, the results come back as NumPy equal to the CPU ones."""
+    model = jl.nn.Sequential(jl.nn.Linear(5, 7), jl.nn.Tanh(), jl.nn.Residual(jl.nn.MLP(7, 6, 7, "gelu")),
+                             jl.nn.Linear(7, 3))
+    params = model.init(seed=3)
+    x = rng.standard_normal((4, 5))
+    p_dev = jl.tree_map(lambda a: jl.array(a, device="cuda"), params)
+    tol = dict(rtol=1e-10, atol=1e-11)
+    want = jl.analysis.input_jacobian(model, params, x)
+    got = jl.analysis.input_jacobian(model, p_dev, dev(x))
+    assert isinstance(got, np.ndarray) and got.shape == (4, 3, 5)
+    assert_close(got, want, **tol)
+    for mode in ("fwd", "rev"):
+        got = jl.analysis.per_sample_jacobian(lambda h: model.apply(p_dev, h), dev(x), mode=mode, chunk_size=2)
+        assert_close(got, want, what=mode, **tol)
+    for a, b in zip(jl.analysis.layer_jacobians(model, p_dev, dev(x)), jl.analysis.layer_jacobians(model, params, x)):
+        assert_close(a, b, **tol)
+    seq = jl.nn.TransformerBlock(8, 2, 16, causal=True)
+    sp = seq.init(seed=4)
+    xs = rng.standard_normal((2, 5, 8))
+    sp_dev = jl.tree_map(lambda a: jl.array(a, device="cuda"), sp)
+    assert_close(jl.analysis.input_jacobian(seq, sp_dev, dev(xs), position=-1),
+                 jl.analysis.input_jacobian(seq, sp, xs, position=-1), **tol)
+    with pytest.raises(ValueError, match="cuda:0"):  # host data with device params: a clear error
+        jl.analysis.input_jacobian(model, p_dev, x)
+
+
 # ---- interop and devices ----------------------------------------------------------------------
 def test_to_and_back_is_exact_and_differentiable(rng):
     x = rng.standard_normal((3, 4))

@@ -26,6 +26,18 @@ from .transforms import grad, hvp, jvp, vjp, value_and_grad as _value_and_grad
 __all__ = ["per_sample_jacobian", "input_jacobian", "layer_jacobians", "layer_jacobian"]
 
 
+def _host(t) -> np.ndarray:
+    """A result as NumPy: a tensor on a GPU is copied to the host first."""
+    if isinstance(t, _core.Tensor) and t.device != "cpu":
+        t = t.to("cpu")
+    return np.asarray(t)
+
+
+def _batch_tensor(x):
+    """x as a Tensor, where it lives (a GPU tensor stays on its device; NumPy input: the CPU)."""
+    return x if isinstance(x, _core.Tensor) else _core.array(np.asarray(x))
+
+
 _CHUNK_ELEMENTS = 1 << 20  # tangent elements per batched forward pass (8 MB in float64; larger was slower)
 
 
@@ -40,9 +52,11 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     - "auto": "fwd" when ``n_in <= n_out``, else "rev".
     Assumes sample b's output depends only on sample b's input (true for jaclab's blocks).
     Memory: the result plus one pass with ``chunk_size`` times the activations (default:
-    ~1M tangent elements per pass).
+    ~1M tangent elements per pass). ``x`` may be a tensor on a GPU: ``fn`` then runs there
+    (its parameters must live there too) and the result is copied to the host.
     """
-    x = np.asarray(x)
+    xt = _batch_tensor(x)
+    x = np.empty(tuple(xt.shape), np.dtype(xt.dtype))  # shape and dtype only; the values live in xt
     if x.ndim < 1:
         raise ValueError(f"per_sample_jacobian: x must have a batch axis, got shape {x.shape}")
     if mode not in ("auto", "fwd", "rev"):
@@ -51,7 +65,6 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
         raise ValueError(f"per_sample_jacobian: chunk_size must be a positive int, got {chunk_size!r}")
     B, in_shape = x.shape[0], x.shape[1:]
     n_in = int(np.prod(in_shape))
-    xt = _core.array(x)
     (out,), pullback = _core.vjp_flat(lambda xs: [fn(xs[0])], [xt])  # one recorded forward pass
     out_shape = tuple(out.shape[1:])
     if out.shape[0] != B:
@@ -68,8 +81,8 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
             C[np.arange(K), :, start + np.arange(K)] = 1.0
             if batched:
                 (g,) = pullback([_transforms.batched_array(C.reshape((K,) + tuple(out.shape)))], K)
-                return np.asarray(g).reshape(K, B, n_in)
-            return np.stack([np.asarray(pullback([_core.array(C[k].reshape(out.shape))])[0]).reshape(B, n_in)
+                return _host(g).reshape(K, B, n_in)
+            return np.stack([_host(pullback([_core.array(C[k].reshape(out.shape))])[0]).reshape(B, n_in)
                              for k in range(K)])
 
         for start, K, r in _transforms.in_chunks(n_out, chunk, rows):
@@ -85,8 +98,8 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
             T[np.arange(K), 0, start + np.arange(K)] = 1.0
             if batched:
                 (tout,) = _core.jvp_flat(flat, [xt], [_transforms.batched_array(T.reshape((K, 1) + tuple(in_shape)))], K)[1]
-                return np.asarray(tout).reshape(K, B, n_out)
-            return np.stack([np.asarray(jvp(fn, (x,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1])
+                return _host(tout).reshape(K, B, n_out)
+            return np.stack([_host(jvp(fn, (xt,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1])
                              .reshape(B, n_out) for k in range(K)])
 
         for start, K, c in _transforms.in_chunks(n_in, chunk, cols):
@@ -100,8 +113,9 @@ def input_jacobian(model, params, x, position: int | None = None) -> np.ndarray:
     Vector models, x ``(B, d_in)``: returns ``(B, d_out, d_in)``.
     Sequence models, x ``(B, T, d)``: returns ``(B, T, d_out, T, d)``, or with ``position=p``
     the slice for output position p, ``(B, d_out, T, d)`` (p may be negative).
+    On a GPU: pass ``params`` and ``x`` as tensors there; the result comes back as NumPy.
     """
-    x = np.asarray(x)
+    x = _batch_tensor(x)
     if position is None:
         return per_sample_jacobian(lambda h: model.apply(params, h), x)
     if x.ndim != 3:
@@ -112,8 +126,9 @@ def input_jacobian(model, params, x, position: int | None = None) -> np.ndarray:
     p = position % T
 
     # Select the position with a fixed one-hot matmul (differentiable, keeps the batch axis first).
-    sel = np.zeros((1, T), x.dtype)
+    sel = np.zeros((1, T), np.dtype(x.dtype))
     sel[0, p] = 1.0
+    sel = _core.array(sel).to(x.device)
 
     def fn(h):
         y = model.apply(params, h)  # (B, T, d_out)
@@ -132,7 +147,7 @@ def layer_jacobians(model, params, x) -> list[np.ndarray]:
         raise TypeError(f"layer_jacobians: needs a Sequential model, got {type(model).__name__}")
     hs = model.apply_layers(params, x)
     return [
-        per_sample_jacobian(lambda h, layer=layer, p=p: layer.apply(p, h), np.asarray(h))
+        per_sample_jacobian(lambda h, layer=layer, p=p: layer.apply(p, h), h)
         for layer, p, h in zip(layers, params, hs[:-1])
     ]
 
@@ -146,8 +161,7 @@ def layer_jacobian(model, params, x, l: int, m: int, jacobians: list | None = No
     L = len(Js)
     if not 0 <= l <= m <= L:
         raise ValueError(f"layer_jacobian: need 0 <= l <= m <= {L}, got l={l}, m={m}")
-    x = np.asarray(x)
-    B = x.shape[0]
+    B = _batch_tensor(x).shape[0]
     hs_shapes = [J.shape[1 + (J.ndim - 1) // 2:] for J in Js] + [Js[-1].shape[1:1 + (Js[-1].ndim - 1) // 2]]
     if l == m:
         n = int(np.prod(hs_shapes[l]))
