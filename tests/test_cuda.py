@@ -230,6 +230,71 @@ def test_per_sample_and_layer_jacobians_on_the_device(rng):
                  jl.analysis.input_jacobian(seq, sp, xs, position=-1), **tol)
     with pytest.raises(ValueError, match="cuda:0"):  # host data with device params: a clear error
         jl.analysis.input_jacobian(model, p_dev, x)
+    for mode in ("fwd", "rev"):  # geometric complexity and its gradient (second order) on the device
+        assert_close(jl.analysis.geometric_complexity(model, p_dev, dev(x), mode=mode),
+                     jl.analysis.geometric_complexity(model, params, x, mode=mode), **tol)
+        gc, g = jl.analysis.geometric_complexity_grad(model, p_dev, dev(x), mode=mode)
+        gc_ref, g_ref = jl.analysis.geometric_complexity_grad(model, params, x, mode=mode)
+        assert_close(gc, gc_ref, **tol)
+        for a, b in zip(jl.tree_flatten(g)[0], jl.tree_flatten(g_ref)[0]):
+            assert isinstance(a, np.ndarray)
+            assert_close(a, b, **tol)
+
+
+def test_hessian_analyses_on_the_device(rng):
+    """hessian_eigs / hessian_trace / sharpness / modified_loss / lie_bracket with params on the
+    device: the HVPs run there, vectors and results are NumPy, equal to the CPU ones."""
+    model = jl.nn.MLP(4, 6, 3, "tanh")
+    params = model.init(seed=5)
+    x, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+    p_dev = jl.tree_map(lambda a: jl.array(a, device="cuda"), params)
+    xd, yd = dev(x), jl.array(y, device="cuda")
+
+    def loss_on(xs, ys):
+        return lambda p: jl.cross_entropy(model.apply(p, xs), ys)
+
+    cpu, gpu = loss_on(jl.array(x), jl.array(y)), loss_on(xd, yd)
+    tol = dict(rtol=1e-9, atol=1e-10)
+    ev, _ = jl.analysis.hessian_eigs(gpu, p_dev, k=2, method="dense")
+    assert_close(ev, jl.analysis.hessian_eigs(cpu, params, k=2, method="dense")[0], **tol)
+    assert_close(jl.analysis.hessian_trace(gpu, p_dev, n_probes=5, seed=1),
+                 jl.analysis.hessian_trace(cpu, params, n_probes=5, seed=1), **tol)
+    assert_close(jl.analysis.modified_loss(gpu, p_dev, 0.1)[0], jl.analysis.modified_loss(cpu, params, 0.1)[0], **tol)
+    half = loss_on(dev(x[:4]), jl.array(y[:4], device="cuda"))
+    half_cpu = loss_on(jl.array(x[:4]), jl.array(y[:4]))
+    got = jl.analysis.lie_bracket(gpu, half, p_dev)
+    want = jl.analysis.lie_bracket(cpu, half_cpu, params)
+    for a, b in zip(jl.tree_flatten(got)[0], jl.tree_flatten(want)[0]):
+        assert_close(a, b, **tol)
+
+
+def _spectra_cases():
+    A = jl.analysis
+    model = jl.nn.Sequential(jl.nn.Linear(4, 6), jl.nn.Tanh(), jl.nn.Linear(6, 3))
+    d = jl.tree_map(lambda a: np.ones(a.shape), model.init(seed=1))
+    return model, {
+        "jacobian_spectrum": lambda P, X: A.jacobian_spectrum(model, P, X),
+        "jacobian_spectrum_layer": lambda P, X: A.jacobian_spectrum(model, P, X, layer=0),
+        "jacobian_spectrum_pair": lambda P, X: A.jacobian_spectrum(model, P, X, layer=(0, 2)),
+        "jacobian_norm": lambda P, X: A.jacobian_norm(model, P, X),
+        "jacobian_norm_projections": lambda P, X: A.jacobian_norm(model, P, X, n_projections=3),
+        "jacobian_norm_regularizer_grad": lambda P, X: jl.grad(A.jacobian_norm_regularizer(model, X, 2))(P),
+        "centroid": lambda P, X: A.centroid(model, P, X),
+        "centroid_alignment": lambda P, X: A.centroid_alignment(model, P, X),
+        "softmax_radius": lambda P, X: A.softmax_radius(model, P, X, d, labels=np.array([0, 1, 2, 0, 1]))["rho"],
+    }
+
+
+@pytest.mark.parametrize("name", list(_spectra_cases()[1]))
+def test_spectra_norms_radius_on_the_device(name, rng):
+    model, cases = _spectra_cases()
+    params = model.init(seed=1)
+    x = rng.standard_normal((5, 4))
+    got = cases[name](jl.tree_map(lambda a: jl.array(a, device="cuda"), params), dev(x))
+    want = cases[name](params, x)
+    for a, b in zip(jl.tree_flatten(got)[0], jl.tree_flatten(want)[0]):
+        a = host(a) if isinstance(a, jl.Tensor) else a  # the regulariser's grad stays a device tensor
+        assert_close(a, np.asarray(b), rtol=1e-10, atol=1e-11, what=name)
 
 
 # ---- interop and devices ----------------------------------------------------------------------

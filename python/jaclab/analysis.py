@@ -205,20 +205,22 @@ def _apply_fn(model):
 
 def _np_tree(tree):
     leaves, td = _tree_flatten(tree)
-    return _tree_unflatten(td, [np.array(np.asarray(a)) for a in leaves])
+    return _tree_unflatten(td, [np.array(_host(a)) for a in leaves])
 
 
 class _Flat:
-    """A params pytree as one float64 vector, and back (each leaf keeps its dtype)."""
+    """A params pytree as one float64 vector, and back (each leaf keeps its dtype). Tensors on
+    a GPU stay there (the vectors live on the host; HVP tangents follow the params)."""
 
     def __init__(self, params):
         leaves, self.tree = _tree_flatten(params)
         if not leaves:
             raise ValueError("params has no arrays")
-        arrs = [np.asarray(a) for a in leaves]
+        on_gpu = [isinstance(a, _core.Tensor) and a.device != "cpu" for a in leaves]
+        arrs = [a if g else np.asarray(a) for a, g in zip(leaves, on_gpu)]
         self.shapes = [a.shape for a in arrs]
         self.dtypes = [np.dtype(a.dtype) for a in arrs]
-        self.sizes = [int(a.size) for a in arrs]
+        self.sizes = [int(np.prod(a.shape)) for a in arrs]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         self.n = int(self.offsets[-1])
         self.params = _tree_unflatten(self.tree, arrs)
@@ -227,7 +229,7 @@ class _Flat:
         leaves, td = _tree_flatten(tree)
         if td != self.tree:
             raise ValueError(f"pytree structure {td} does not match the params {self.tree}")
-        return np.concatenate([np.asarray(a, np.float64).reshape(-1) for a in leaves])
+        return np.concatenate([_host(a).astype(np.float64).reshape(-1) for a in leaves])
 
     def unflatten(self, v) -> object:
         v = np.asarray(v)
@@ -256,8 +258,8 @@ def _jac_sq_terms(apply, params, x, mode="auto"):
     """Per-sample ||J_x f(x_b)||_F^2 as a differentiable (B,) tensor: one VJP with cotangent
     e_i in every sample per output coordinate (reverse; the outer derivative is then
     reverse-over-reverse) or one JVP with tangent e_j per input coordinate (forward; outer
-    derivative reverse-over-forward), whichever count is smaller."""
-    x = np.asarray(x)
+    derivative reverse-over-forward), whichever count is smaller. x may be a GPU tensor."""
+    x = _batch_tensor(x)
     B = x.shape[0]
     out, pullback = vjp(lambda h: apply(params, h), x)
     n_out = int(np.prod(out.shape[1:]))
@@ -273,10 +275,10 @@ def _jac_sq_terms(apply, params, x, mode="auto"):
             s = _per_sample_sq(g, B)
             total = s if total is None else total + s
     else:
-        t = np.zeros((B, n_in), x.dtype)
+        t = np.zeros((B, n_in), np.dtype(x.dtype))
         for j in range(n_in):
             t[:, j] = 1.0
-            _, tout = jvp(lambda h: apply(params, h), (x,), (t.reshape(x.shape).copy(),))
+            _, tout = jvp(lambda h: apply(params, h), (x,), (t.reshape(tuple(x.shape)).copy(),))
             t[:, j] = 0.0
             s = _per_sample_sq(tout, B)
             total = s if total is None else total + s
@@ -299,11 +301,11 @@ def geometric_complexity(model, params, x, mode: str = "auto") -> float:
     """
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"geometric_complexity: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
-    x = np.asarray(x)
+    x = _batch_tensor(x)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"geometric_complexity: x must have a non-empty batch axis, got shape {x.shape}")
     s = _jac_sq_terms(_apply_fn(model), params, x, mode)
-    return float(np.mean(np.asarray(s)))
+    return float(np.mean(_host(s)))
 
 
 def geometric_complexity_grad(model, params, x, mode: str = "auto"):
@@ -320,10 +322,10 @@ def geometric_complexity_grad(model, params, x, mode: str = "auto"):
     """
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"geometric_complexity_grad: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
-    x = np.asarray(x)
+    x = _batch_tensor(x)
     apply = _apply_fn(model)
     value, g = _value_and_grad(lambda p: _core.mean(_jac_sq_terms(apply, p, x, mode)))(params)
-    return float(np.asarray(value)), _np_tree(g)
+    return float(_host(value)), _np_tree(g)
 
 
 # ---- 2. Jacobian spectra ----------------------------------------------------------------------
@@ -341,7 +343,7 @@ def jacobian_spectrum(model, params, x, layer=None) -> np.ndarray:
     Cost: ``min(out, in)`` passes for the Jacobian (of the chosen layer only for an int), one
     ``np.linalg.svd`` of each ``(out, in)`` block.
     """
-    x = np.asarray(x)
+    x = _batch_tensor(x)
     B = x.shape[0]
     if layer is None:
         J = per_sample_jacobian(lambda h: _apply_fn(model)(params, h), x)
@@ -354,7 +356,7 @@ def jacobian_spectrum(model, params, x, layer=None) -> np.ndarray:
         if isinstance(layer, tuple):
             l, m = layer
             J = layer_jacobian(model, params, x, l, m)
-            hs_ndim = np.asarray(model.apply_layers(params, x)[m]).ndim - 1
+            hs_ndim = model.apply_layers(params, x)[m].ndim - 1
             n_out = int(np.prod(J.shape[1:1 + hs_ndim]))
         else:
             L = len(layers)
@@ -362,9 +364,8 @@ def jacobian_spectrum(model, params, x, layer=None) -> np.ndarray:
                 raise ValueError(f"jacobian_spectrum: layer {layer} out of range for {L} layers")
             layer %= L
             hs = model.apply_layers(params, x)
-            h_in = np.asarray(hs[layer])
-            J = per_sample_jacobian(lambda h: layers[layer].apply(params[layer], h), h_in)
-            n_out = int(np.prod(np.asarray(hs[layer + 1]).shape[1:]))
+            J = per_sample_jacobian(lambda h: layers[layer].apply(params[layer], h), hs[layer])
+            n_out = int(np.prod(hs[layer + 1].shape[1:]))
     Jm = np.asarray(J, np.float64).reshape(B, n_out, -1)
     return np.linalg.svd(Jm, compute_uv=False)
 
@@ -596,7 +597,7 @@ def modified_loss(loss, params, lr: float):
         return loss(p) + _jl_tree_sqnorm(inner(p)) * (h / 4.0)
 
     value, g = _value_and_grad(mod)(params)
-    return float(np.asarray(value)), _np_tree(g)
+    return float(_host(value)), _np_tree(g)
 
 
 def lie_bracket(loss_a, loss_b, params):
@@ -613,7 +614,7 @@ def lie_bracket(loss_a, loss_b, params):
     _, HA_gB = jvp(grad(loss_a), (params,), (_np_tree(gB),))
     la, td = _tree_flatten(HB_gA)
     lb, _ = _tree_flatten(HA_gB)
-    return _tree_unflatten(td, [np.asarray(u) - np.asarray(v) for u, v in zip(la, lb)])
+    return _tree_unflatten(td, [_host(u) - _host(v) for u, v in zip(la, lb)])
 
 
 # ---- 5. softmax convergence radius (papers.md section 9) --------------------------------------
@@ -647,9 +648,9 @@ def softmax_radius(model, params, x, direction, labels=None) -> dict:
     tau = float(np.linalg.norm(pvec))
     if not tau > 0:
         raise ValueError("softmax_radius: direction must be a nonzero step")
-    x = np.asarray(x)
+    x = _batch_tensor(x)
     z, a = jvp(lambda p: apply(p, x), (flat.params,), (flat.unflatten(pvec / tau),))
-    z, a = np.array(np.asarray(z), np.float64), np.array(np.asarray(a), np.float64)
+    z, a = np.array(_host(z), np.float64), np.array(_host(a), np.float64)
     if z.ndim != 2:
         raise ValueError(f"softmax_radius: the model must return logits (B, K), got shape {z.shape}")
     B, K = z.shape
@@ -689,7 +690,7 @@ def clip_to_radius(update, rho: float):
 
 def _jacnorm_tensor(apply, params, x, n_projections, seed, probes):
     """(B,) differentiable tensor of per-sample Frobenius-norm estimates."""
-    x = np.asarray(x)
+    x = _batch_tensor(x)
     B = x.shape[0]
     if n_projections is None:
         return _core.sqrt(_jac_sq_terms(apply, params, x))
@@ -729,7 +730,7 @@ def jacobian_norm(model, params, x, n_projections: int | None = None, seed: int 
     ``P = k``). Cost: one forward and ``P`` reverse sweeps. For a differentiable version
     (training regulariser) use ``jacobian_norm_regularizer``; the two agree.
     """
-    return np.array(np.asarray(_jacnorm_tensor(_apply_fn(model), params, x, n_projections, seed, probes)))
+    return np.array(_host(_jacnorm_tensor(_apply_fn(model), params, x, n_projections, seed, probes)))
 
 
 def jacobian_norm_regularizer(model, x, n_projections: int | None = 1, seed: int = 0, probes: str = "sphere"):
@@ -738,7 +739,7 @@ def jacobian_norm_regularizer(model, x, n_projections: int | None = 1, seed: int
     ``jl.grad`` (reverse-over-reverse), for ``loss + lam * R(params)``. The probes are fixed
     by ``seed`` at every call (resample by changing ``seed``). ``n_projections=None``: exact."""
     apply = _apply_fn(model)
-    x = np.asarray(x)
+    x = _batch_tensor(x)
     return lambda params: _core.mean(_jacnorm_tensor(apply, params, x, n_projections, seed, probes))
 
 
@@ -746,18 +747,19 @@ def centroid(model, params, x) -> np.ndarray:
     """Centroid ``mu(x_b) = J_x f(x_b)^T 1`` (sum of the rows of the per-sample input
     Jacobian, i.e. the input gradient of ``sum_i f_i``), shape of ``x``. Cost: one forward and
     ONE reverse sweep (cotangent of ones in every sample)."""
-    x = np.asarray(x)
+    x = _batch_tensor(x)
     out, pullback = vjp(lambda h: _apply_fn(model)(params, h), x)
-    (g,) = pullback(_core.ones(tuple(out.shape), np.dtype(out.dtype)))
-    return np.array(np.asarray(g))
+    (g,) = pullback(_core.ones(tuple(out.shape), np.dtype(out.dtype), device=out.device))
+    return np.array(_host(g))
 
 
 def centroid_alignment(model, params, x) -> np.ndarray:
     """``cos(mu(x_b), x_b)`` per sample, ``(B,)``, with ``mu`` from ``centroid`` (flattened per
     sample). 1 for Jacobian-aligned samples. Cost: one forward and one reverse sweep."""
-    x = np.asarray(x)
+    mu = centroid(model, params, x)
+    x = _host(_batch_tensor(x))
     B = x.shape[0]
-    mu = centroid(model, params, x).reshape(B, -1).astype(np.float64)
+    mu = mu.reshape(B, -1).astype(np.float64)
     xf = x.reshape(B, -1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sum(mu * xf, axis=1) / (np.linalg.norm(mu, axis=1) * np.linalg.norm(xf, axis=1))
