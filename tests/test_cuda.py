@@ -20,6 +20,7 @@ import pytest
 
 import jaclab as jl
 from conftest import assert_close, rand_like
+from test_nn import CASES, make_case
 from test_ops import SPEC_IDS, SPECS, np_attention
 
 GPU = jl.cuda_available()
@@ -143,6 +144,33 @@ def test_block_grad_jvp_hvp(name, f, shapes, dtype, rng):
     assert_close(host(jv), np.asarray(jv_ref), what=f"{name} jvp", **tol)
     for x, y in zip(jl.tree_flatten(h)[0], jl.tree_flatten(h_ref)[0]):
         assert_close(host(x), np.asarray(y), what=f"{name} hvp", **tol)
+
+
+# ---- every jl.nn block of test_nn.py: value, grad (params and x), JVP (params) ------------------
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_nn_block_on_cuda_matches_cpu(name, dtype):
+    model, params, x, rng = make_case(name, seed=1)
+    params = jl.tree_map(lambda a: np.asarray(a, dtype), params)
+    x = np.asarray(x, dtype)
+    tangent = jl.tree_map(lambda a: rng.standard_normal(np.shape(a)).astype(dtype), params)
+    p64 = jl.tree_map(lambda a: np.asarray(a, np.float64), params)
+    t64 = jl.tree_map(lambda a: np.asarray(a, np.float64), tangent)
+    on = lambda tree: jl.tree_map(lambda a: jl.array(a, device="cuda"), tree)  # noqa: E731
+
+    def loss(p, x):
+        return jl.sum(jl.square(model.apply(p, x)))
+
+    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    assert_close(host(model.apply(on(params), dev(x))), np.asarray(model.apply(p64, x.astype(np.float64))),
+                 what=f"{name} value", **tol)
+    g = jl.grad(loss, argnums=(0, 1))(on(params), dev(x))
+    g_ref = jl.grad(loss, argnums=(0, 1))(p64, x.astype(np.float64))
+    for a, b in zip(jl.tree_flatten(g)[0], jl.tree_flatten(g_ref)[0]):
+        assert_close(host(a), np.asarray(b), what=f"{name} grad", **tol)
+    _, jv = jl.jvp(lambda p: model.apply(p, dev(x)), (on(params),), (on(tangent),))
+    _, jv_ref = jl.jvp(lambda p: model.apply(p, x.astype(np.float64)), (p64,), (t64,))
+    assert_close(host(jv), np.asarray(jv_ref), what=f"{name} JVP", **tol)
 
 
 # ---- fused attention: forward, JVP, VJP against the composition and NumPy ----------------------
