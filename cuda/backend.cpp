@@ -119,15 +119,10 @@ class CudaBackend final : public DeviceBackend {
       }
     Array out = Array::empty(kshape, x.dtype(), x.device());
     const int64_t kept = numel_of(kshape);
-    // Reduced axes all in front of a contiguous x (a bias gradient): sum down the columns.
-    int lead = 0;
-    while (lead < x.ndim() && red[lead]) ++lead;
-    bool leading_only = true;
-    for (int i = lead; i < x.ndim(); ++i) leading_only &= !red[i];
+    // (Sums over the leading axes of a contiguous array never get here: kernels::sum does them
+    // as one GEMM with a row of ones.)
     if (n_red == 0) {
       cuda::fill(x.dtype(), out.raw(), kept, 0.0);
-    } else if (leading_only && x.is_contiguous() && kept > 1) {
-      cuda::sum_cols(x.dtype(), x.raw(), out.raw(), n_red, kept);
     } else {
       Array xt = axes_last(x, red);
       cuda::reduce_rows(Reduce::Sum, x.dtype(), xt.raw(), out.raw(), kept, n_red);

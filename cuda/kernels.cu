@@ -169,16 +169,6 @@ __global__ void row_max_kernel(const T* x, T* y, int64_t rows, int64_t n) {
   }
 }
 
-// Columns of a (rows, cols) matrix: one thread per column walks down the rows (coalesced reads).
-template <class T>
-__global__ void col_sum_kernel(const T* x, T* y, int64_t rows, int64_t cols) {
-  JL_GRID_LOOP(c, cols) {
-    double acc = 0;
-    for (int64_t r = 0; r < rows; ++r) acc += x[r * cols + c];
-    y[c] = static_cast<T>(acc);
-  }
-}
-
 template <class T>
 __global__ void softmax_kernel(const T* x, T* y, int64_t rows, int64_t n, bool log_out) {
   __shared__ double sh[kThreads];
@@ -335,15 +325,6 @@ void reduce_rows(Reduce r, DType dt, const void* x, void* y, int64_t rows, int64
       row_max_kernel<T><<<row_blocks(rows), kThreads>>>(static_cast<const T*>(x), static_cast<T*>(y), rows, n);
   });
   check_launch(r == Reduce::Sum ? "sum" : "max");
-}
-
-void sum_cols(DType dt, const void* x, void* y, int64_t rows, int64_t cols) {
-  if (cols == 0) return;
-  dispatch_float(dt, [&](auto z) {
-    using T = decltype(z);
-    col_sum_kernel<T><<<blocks_for(cols), kThreads>>>(static_cast<const T*>(x), static_cast<T*>(y), rows, cols);
-  });
-  check_launch("sum (columns)");
 }
 
 void softmax_rows(DType dt, const void* x, void* y, int64_t rows, int64_t n, bool log) {

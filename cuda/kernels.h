@@ -30,7 +30,6 @@ void affine(DType dt, const void* x, void* y, int64_t n, double alpha, double be
 
 enum class Reduce { Sum, Max };
 void reduce_rows(Reduce r, DType dt, const void* x, void* y, int64_t rows, int64_t n);  // y[r] = op_j x[r, j]
-void sum_cols(DType dt, const void* x, void* y, int64_t rows, int64_t cols);             // y[c] = sum_r x[r, c]
 void softmax_rows(DType dt, const void* x, void* y, int64_t rows, int64_t n, bool log);
 void layer_norm_rows(DType dt, const void* x, const void* g, const void* b, void* y, int64_t rows, int64_t d,
                      double eps);

@@ -243,7 +243,22 @@ Array affine(const Array& x, double alpha, double beta) {
 Array sum(const Array& x, const std::vector<int>& axes, bool keepdims) {
   require_float(x, "sum");
   if (DeviceBackend* be = backend_for(x.device())) {
-    for (int a : axes) normalize_axis(a, x.ndim(), "sum");
+    std::vector<bool> red(x.ndim(), false);
+    for (int a : axes) red[normalize_axis(a, x.ndim(), "sum")] = true;
+    // Leading axes of a contiguous array (bias gradients: a sum over the batch): one GEMM with a
+    // row of ones. A device's BLAS spreads that over the whole chip; a column reduction does not.
+    int lead = 0;
+    while (lead < x.ndim() && red[lead]) ++lead;
+    bool leading = lead > 0 && x.is_contiguous();
+    for (int i = lead; i < x.ndim(); ++i) leading &= !red[i];
+    const int64_t n_red = numel_of(Shape(x.shape().begin(), x.shape().begin() + lead));
+    if (leading && lead < x.ndim() && n_red > 1 && x.numel() > 0) {
+      Shape kept(x.shape().begin() + lead, x.shape().end()), kshape = x.shape();
+      for (int i = 0; i < lead; ++i) kshape[i] = 1;
+      Array ones = Array::full({1, n_red}, x.dtype(), 1.0, x.device());
+      Array s = matmul(ones, x.reshape_view({n_red, x.numel() / n_red}));
+      return s.reshape_view(keepdims ? kshape : kept);
+    }
     return be->sum(x, axes, keepdims);
   }
   std::vector<bool> red(x.ndim(), false);
