@@ -118,6 +118,21 @@ def test_batched_jvp_and_pullback_on_cuda(op):
         assert_close(host(a), np.asarray(b), **TOL[np.float64])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape,axes", [((256, 1024), None), ((7, 65537), None), ((2, 3, 128, 128), None),
+                                        ((4096, 33), (0,)), ((8, 64, 96), (0, 1)), ((8, 64, 96), (1,)),
+                                        ((300, 300), (0,))])
+def test_large_sums(shape, axes, dtype, rng):
+    """Losses and bias gradients: a full sum (rows first, then their sums) and sums over leading
+    axes (one GEMM with a row of ones), against NumPy in float64."""
+    x = rng.standard_normal(shape).astype(dtype)
+    for keepdims in (False, True):
+        got = host(dev(x).sum(axes, keepdims=keepdims))
+        want = x.astype(np.float64).sum(axis=axes, keepdims=keepdims)
+        assert got.shape == np.shape(want)
+        assert_close(got, want, **(dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)))
+
+
 # ---- GEMM through cuBLAS: transposed views, broadcast batches, 1-D operands, accumulate --------
 MATMUL_CASES = [
     ((3, 4), (4, 5), None), ((4, 3), (4, 5), "aT"), ((3, 4), (5, 4), "bT"), ((2, 3, 4), (4, 5), None),

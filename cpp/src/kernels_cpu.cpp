@@ -259,6 +259,20 @@ Array sum(const Array& x, const std::vector<int>& axes, bool keepdims) {
       Array s = matmul(ones, x.reshape_view({n_red, x.numel() / n_red}));
       return s.reshape_view(keepdims ? kshape : kept);
     }
+    // Everything of a large contiguous array (a loss): rows in parallel first, then their sums.
+    // (A device's row kernel gives one row to one block; a single row would use one block.)
+    const int64_t n = x.numel();
+    if (lead == x.ndim() && x.is_contiguous() && n >= (1 << 16)) {
+      int64_t rows = 1;
+      for (int64_t r = 1024; r >= 64 && rows == 1; --r)
+        if (n % r == 0) rows = r;
+      if (rows > 1) {
+        Array partial = be->sum(x.reshape_view({rows, n / rows}), {1}, false);
+        Shape kshape;
+        for (int i = 0; i < x.ndim(); ++i) kshape.push_back(1);
+        return be->sum(partial, {0}, false).reshape_view(keepdims ? kshape : Shape{});
+      }
+    }
     return be->sum(x, axes, keepdims);
   }
   std::vector<bool> red(x.ndim(), false);
