@@ -381,6 +381,17 @@ def test_spectra_norms_radius_on_the_device(name, rng):
         assert_close(a, np.asarray(b), rtol=1e-10, atol=1e-11, what=name)
 
 
+def test_position_layer_jacobians_on_the_device(rng):
+    model = jl.nn.Sequential(jl.nn.TransformerBlock(4, 2, 6), jl.nn.Linear(4, 4), jl.nn.Tanh())
+    params = model.init(seed=2)
+    x = rng.standard_normal((2, 5, 4))
+    p_dev = jl.tree_map(lambda a: jl.array(a, device="cuda"), params)
+    for average in (True, False):
+        got = jl.analysis.position_layer_jacobians(model, p_dev, dev(x), position=-2, average=average)
+        want = jl.analysis.position_layer_jacobians(model, params, x, position=-2, average=average)
+        assert_close(got, want, rtol=1e-10, atol=1e-11)
+
+
 # ---- interop and devices ----------------------------------------------------------------------
 def test_to_and_back_is_exact_and_differentiable(rng):
     x = rng.standard_normal((3, 4))

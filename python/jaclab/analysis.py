@@ -959,21 +959,22 @@ def position_layer_jacobians(model, params, x, position: int = -1, average: bool
     layers = getattr(model, "layers", None)
     if layers is None:
         raise TypeError(f"position_layer_jacobians: needs a Sequential model, got {type(model).__name__}")
-    x = np.asarray(x)
+    x = _batch_tensor(x)  # the passes run where x lives (a GPU tensor stays there)
     if x.ndim != 3:
         raise ValueError(f"position_layer_jacobians: needs x (B, T, d), got shape {x.shape}")
     T = x.shape[1]
     if not -T <= position < T:
         raise ValueError(f"position_layer_jacobians: position {position} out of range for T={T}")
     p = position % T
-    hs = [np.array(np.asarray(h)) for h in model.apply_layers(params, x)]
+    hs = [np.array(_host(h)) for h in model.apply_layers(params, x)]
+    on = lambda a: _core.array(np.ascontiguousarray(a)).to(x.device)  # noqa: E731
     out = []
     for layer, prm, h in zip(layers, params, hs[:-1]):
         put = np.zeros((T, 1), h.dtype)
         put[p, 0] = 1.0
-        take = np.ascontiguousarray(put.T)
         rest = h.copy()
         rest[:, p] = 0.0
+        put, take, rest = on(put), on(put.T), on(rest)
 
         def fn(v, layer=layer, prm=prm, rest=rest, put=put, take=take):
             B, d = v.shape
@@ -981,7 +982,7 @@ def position_layer_jacobians(model, params, x, position: int = -1, average: bool
             y = layer.apply(prm, seq)
             return _core.reshape(_core.matmul(take, y), (B, y.shape[2]))
 
-        out.append(per_sample_jacobian(fn, np.ascontiguousarray(h[:, p])))
+        out.append(per_sample_jacobian(fn, on(h[:, p])))
     J = np.stack(out)
     return J.mean(axis=1) if average else J
 
