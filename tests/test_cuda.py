@@ -452,3 +452,16 @@ def test_tf32_is_opt_in(rng):
         jl.cuda_allow_tf32(False)
     ref = np.asarray(a.to("cpu"), np.float64) @ np.asarray(a.to("cpu"), np.float64)
     assert np.max(np.abs(exact - ref)) < 1e-3 < np.max(np.abs(approx - ref))
+
+
+def test_gpu_example_runs_quick():
+    """examples/gpu_attention_jvp.py: exact tangent (vs central differences) and timing, on the GPU
+    when there is one, else on the CPU."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "examples" / "gpu_attention_jvp.py"
+    r = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "JVP vs central differences" in r.stdout and "value + tangent" in r.stdout, r.stdout
