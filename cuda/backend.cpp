@@ -2,7 +2,7 @@
 // (host code); the arithmetic is in kernels.cu, attention.cu and cuBLAS (cublas.cpp).
 // Everything runs on the legacy default stream, so work is ordered with cudaMemcpy, with CuPy's
 // default stream and with the next op without extra synchronisation.
-#include "backend.h"
+#include "jaclab/cuda.h"
 
 #include <cuda_runtime.h>
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "jaclab/array.h"
+#include "jaclab/cuda.h"  // set_allow_tf32, allow_tf32, cublas_library
 
 namespace jaclab::cuda {
 
@@ -16,10 +17,5 @@ namespace jaclab::cuda {
 // arithmetic unless TF32 was allowed (set_allow_tf32).
 void gemm(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* a, int64_t lda,
           int64_t stride_a, const void* b, int64_t ldb, int64_t stride_b, void* c, int64_t batch, bool accumulate);
-
-void set_allow_tf32(bool allow);
-bool allow_tf32();
-// Which library was loaded (path or soname); loads it if needed. Throws with the places tried.
-const char* cublas_library();
 
 }  // namespace jaclab::cuda

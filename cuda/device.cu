@@ -1,6 +1,6 @@
 #include <cuda_runtime.h>
 
-#include "device.h"
+#include "jaclab/cuda.h"
 
 namespace jaclab::cuda {
 DeviceInfo query() {

@@ -4,9 +4,7 @@
 #include "jaclab/host_backend.h"
 
 #ifdef JACLAB_WITH_CUDA
-#include "backend.h"
-#include "cublas.h"
-#include "device.h"
+#include "jaclab/cuda.h"
 #endif
 
 namespace jaclab::py_bind {
