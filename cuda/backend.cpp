@@ -178,6 +178,8 @@ class CudaBackend final : public DeviceBackend {
     return out.reshape_view(ms.final_shape);
   }
 
+  bool sums_through_gemm(DType dtype) const override { return dtype == DType::Float64 || !tf32_enabled(); }
+
   Array softmax(const Array& x, int axis, bool log) override {
     const char* op = log ? "log_softmax" : "softmax";
     require_float(x, op);

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
@@ -87,14 +88,18 @@ int as_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
+std::atomic<bool> g_tf32_enabled{false};  // readable without loading cuBLAS
+
 }  // namespace
 
 void set_allow_tf32(bool allow) {
   Cublas& c = cublas();
   c.tf32 = allow;
+  g_tf32_enabled = allow;
   c.set_math_mode(c.handle, allow ? kTf32TensorOpMath : kDefaultMath);
 }
 bool allow_tf32() { return cublas().tf32; }
+bool tf32_enabled() { return g_tf32_enabled; }
 const char* cublas_library() { return cublas().library.c_str(); }
 
 void gemm(DType dt, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* a, int64_t lda,

@@ -11,6 +11,8 @@
 
 namespace jaclab::cuda {
 
+bool tf32_enabled();  // set_allow_tf32's state, without loading cuBLAS
+
 // Row-major, batched: C[i] = A[i] op B[i] (+ C[i] when accumulate) for i < batch, with
 // A[i] = a + i * stride_a (M x K after `trans_a`), B[i] likewise (K x N), C[i] = c + i * M * N
 // (contiguous M x N). lda/ldb are the row-major leading dimensions. float32 uses plain FP32

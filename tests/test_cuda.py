@@ -445,11 +445,14 @@ def test_tf32_is_opt_in(rng):
     assert jl.cuda_allow_tf32() is False
     a = dev(rng.standard_normal((256, 256)), np.float32)
     exact = host(a @ a)
+    big = rng.standard_normal((4096, 64)).astype(np.float32)
     try:
         assert jl.cuda_allow_tf32(True) is True
         approx = host(a @ a)
+        col_sums = host(dev(big).sum(0))  # sums stay FP32 under TF32 (not routed through the GEMM)
     finally:
         jl.cuda_allow_tf32(False)
+    assert_close(col_sums, big.astype(np.float64).sum(0), rtol=1e-5, atol=1e-5)
     ref = np.asarray(a.to("cpu"), np.float64) @ np.asarray(a.to("cpu"), np.float64)
     assert np.max(np.abs(exact - ref)) < 1e-3 < np.max(np.abs(approx - ref))
 

@@ -252,7 +252,7 @@ Array sum(const Array& x, const std::vector<int>& axes, bool keepdims) {
     bool leading = lead > 0 && x.is_contiguous();
     for (int i = lead; i < x.ndim(); ++i) leading &= !red[i];
     const int64_t n_red = numel_of(Shape(x.shape().begin(), x.shape().begin() + lead));
-    if (leading && lead < x.ndim() && n_red > 1 && x.numel() > 0) {
+    if (leading && lead < x.ndim() && n_red > 1 && x.numel() > 0 && be->sums_through_gemm(x.dtype())) {
       Shape kept(x.shape().begin() + lead, x.shape().end()), kshape = x.shape();
       for (int i = 0; i < lead; ++i) kshape[i] = 1;
       Array ones = Array::full({1, n_red}, x.dtype(), 1.0, x.device());

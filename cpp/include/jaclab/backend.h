@@ -29,6 +29,9 @@ struct DeviceBackend {
   virtual Array sum(const Array& x, const std::vector<int>& axes, bool keepdims) = 0;
   virtual Array max(const Array& x, int axis, bool keepdims) = 0;
   virtual Array matmul(const Array& a, const Array& b, const Array* acc) = 0;
+  // Whether a sum over leading axes may go through matmul with a row of ones (kernels::sum);
+  // not where the GEMM rounds its inputs (TF32).
+  virtual bool sums_through_gemm(DType dtype) const { return true; }
   virtual Array softmax(const Array& x, int axis, bool log) = 0;
   virtual Array one_hot(const Array& labels, int64_t num_classes, DType dtype) = 0;
   virtual Array causal_mask(int64_t T, int64_t S, DType dtype, Device device) = 0;
