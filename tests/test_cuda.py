@@ -468,3 +468,17 @@ def test_gpu_example_runs_quick():
     r = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "JVP vs central differences" in r.stdout and "value + tangent" in r.stdout, r.stdout
+
+
+def test_gpu_guide_runs_on_the_device():
+    """docs/gpu.md's examples with the device forced to "cuda" (test_docs runs them as written)."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "gpu.md").read_text()
+    code = "\n".join(re.findall(r"```python\n(.*?)```", text, flags=re.S))
+    line = 'device = "cuda" if jl.cuda_available() else "cpu"'
+    assert line in code
+    namespace = {"__name__": "__gpu_guide__"}
+    exec(compile(code.replace(line, 'device = "cuda"'), "docs/gpu.md", "exec"), namespace)
+    assert namespace["grads"][0]["W"].device == "cuda:0" and namespace["J"].shape == (32, 4, 8)

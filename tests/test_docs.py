@@ -6,7 +6,7 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "analysis.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "analysis.md", ROOT / "docs" / "gpu.md"]
 
 
 @pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
