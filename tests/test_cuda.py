@@ -381,6 +381,27 @@ def test_spectra_norms_radius_on_the_device(name, rng):
         assert_close(a, np.asarray(b), rtol=1e-10, atol=1e-11, what=name)
 
 
+def test_residual_expansion_and_icl_on_the_device(rng):
+    tower = jl.nn.Sequential(*[jl.nn.Residual(jl.nn.MLP(4, 5, 4, "tanh"), scale=0.5) for _ in range(3)])
+    tp = tower.init(seed=3)
+    x = rng.standard_normal((3, 4))
+    tp_dev = jl.tree_map(lambda a: jl.array(a, device="cuda"), tp)
+    for method in ("paths", "moebius"):
+        got = jl.analysis.residual_expansion(tower, tp_dev, dev(x), method=method)
+        want = jl.analysis.residual_expansion(tower, tp, x, method=method)
+        for key in ("terms", "norms", "output", "remainder"):
+            assert_close(got[key], want[key], rtol=1e-10, atol=1e-11, what=f"{method} {key}")
+    block = jl.nn.TransformerBlock(4, 2, 6)
+    bp = block.init(seed=4)
+    bp_dev = jl.tree_map(lambda a: jl.array(a, device="cuda"), bp)
+    C, xq = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 4))
+    got, want = jl.analysis.icl_weight_update(block, bp_dev, C, xq), jl.analysis.icl_weight_update(block, bp, C, xq)
+    for key in ("dW", "skip", "y_context", "residual"):
+        assert_close(got[key], want[key], rtol=1e-9, atol=1e-12, what=f"icl {key}")
+    got, want = jl.analysis.icl_dynamics(block, bp_dev, C, xq), jl.analysis.icl_dynamics(block, bp, C, xq)
+    assert_close(got["dW"], want["dW"], rtol=1e-10, atol=1e-12)
+
+
 def test_position_layer_jacobians_on_the_device(rng):
     model = jl.nn.Sequential(jl.nn.TransformerBlock(4, 2, 6), jl.nn.Linear(4, 4), jl.nn.Tanh())
     params = model.init(seed=2)

@@ -33,6 +33,19 @@ def _host(t) -> np.ndarray:
     return np.asarray(t)
 
 
+def _device_of(tree) -> str:
+    """The device of a pytree's tensors ("cpu" for NumPy leaves)."""
+    for leaf in _tree_flatten(tree)[0]:
+        if isinstance(leaf, _core.Tensor):
+            return leaf.device
+    return "cpu"
+
+
+def _on(a, device: str):
+    """Host data for a computation on ``device``: unchanged on the CPU, a tensor there otherwise."""
+    return a if device == "cpu" else _core.array(np.ascontiguousarray(a)).to(device)
+
+
 def _batch_tensor(x):
     """x as a Tensor, where it lives (a GPU tensor stays on its device; NumPy input: the CPU)."""
     return x if isinstance(x, _core.Tensor) else _core.array(np.asarray(x))
@@ -805,12 +818,13 @@ def residual_expansion(model, params, x, max_order: int | None = None, method: s
     M = n if max_order is None else int(max_order)
     if not 0 <= M <= n:
         raise ValueError(f"residual_expansion: need 0 <= max_order <= {n}, got {max_order}")
-    x = np.asarray(x)
+    xt = _batch_tensor(x)  # the blocks run where x lives; the terms are NumPy
+    device, x = xt.device, _host(xt)
     B = x.shape[0]
     lams = [float(layer.scale) for layer in layers]
 
     def f(k, h):
-        return np.array(np.asarray(layers[k].block.apply(params[k], h)))
+        return np.array(_host(layers[k].block.apply(params[k], _on(h, device))))
 
     if method == "paths":
         dt = np.result_type(x.dtype, np.float32)
@@ -844,7 +858,7 @@ def residual_expansion(model, params, x, max_order: int | None = None, method: s
     else:
         raise ValueError(f"residual_expansion: method must be 'paths' or 'moebius', got {method!r}")
     terms = np.stack(terms)
-    output = np.array(np.asarray(model.apply(params, x)))
+    output = np.array(_host(model.apply(params, xt)))
     norms = np.linalg.norm(terms.reshape(M + 1, B, -1), axis=2)
     return {"terms": terms, "norms": norms, "n_paths": np.array([_math.comb(n, m) for m in range(M + 1)]),
             "output": output, "remainder": output - terms.sum(axis=0)}
@@ -859,9 +873,11 @@ def _tb_parts(block, params, seq):
     from .nn import LayerNorm, RMSNorm
 
     norm = {"layer": LayerNorm(block.d_model), "rms": RMSNorm(block.d_model), None: None}[block.norm]
-    n1 = norm.apply(params["norm1"], seq) if norm else seq
-    h = np.asarray(seq) + block.scale * np.asarray(block.attn.apply(params["attn"], n1))
-    a = np.asarray(norm.apply(params["norm2"], h)) if norm else h
+    device = _device_of(params)
+    seq_d = _on(seq, device)
+    n1 = norm.apply(params["norm1"], seq_d) if norm else seq_d
+    h = np.asarray(seq) + block.scale * _host(block.attn.apply(params["attn"], n1))
+    a = _host(norm.apply(params["norm2"], _on(h, device))) if norm else h
     return np.array(h[:, -1]), np.array(a[:, -1])
 
 
@@ -870,7 +886,7 @@ def _icl_inputs(block, context, x):
 
     if not isinstance(block, TransformerBlock):
         raise TypeError(f"icl: needs a TransformerBlock, got {type(block).__name__}")
-    C, x = np.asarray(context), np.asarray(x)
+    C, x = _host(context), _host(x)
     if x.ndim == 1:
         x, C = x[None], (C[None] if C.ndim == 2 else C)
     if x.ndim != 2 or C.ndim != 3 or C.shape[0] != x.shape[0] or C.shape[2] != block.d_model or x.shape[1] != block.d_model:
@@ -912,16 +928,17 @@ def icl_weight_update(block, params, context, x) -> dict:
     seq = np.concatenate([C, x[:, None]], axis=1)
     h_c, a_c = _tb_parts(block, params, seq)
     h_x, a_x = _tb_parts(block, params, x[:, None])
-    W1 = np.asarray(params["mlp"]["W1"])
+    W1 = _host(params["mlp"]["W1"])
+    device = _device_of(params)
     dA = a_c - a_x
     dW = _rank1(W1, a_x, dA)
     skip = h_c - h_x
-    y_c = np.array(np.asarray(block.apply(params, seq))[:, -1])
+    y_c = np.array(_host(block.apply(params, _on(seq, device)))[:, -1])
     resid = np.empty(B)
     for b in range(B):
         pb = dict(params)
-        pb["mlp"] = dict(params["mlp"], W1=(W1 + dW[b]).astype(W1.dtype))
-        y_b = np.asarray(block.apply(pb, x[b:b + 1, None]))[0, 0] + skip[b]
+        pb["mlp"] = dict(params["mlp"], W1=_on((W1 + dW[b]).astype(W1.dtype), device))
+        y_b = _host(block.apply(pb, _on(x[b:b + 1, None], device)))[0, 0] + skip[b]
         resid[b] = float(np.max(np.abs(y_c[b] - y_b)))
     return {"dW": dW, "skip": skip, "a_x": a_x, "dA": dA, "y_context": y_c, "residual": resid}
 
@@ -935,7 +952,7 @@ def icl_dynamics(block, params, context, x) -> dict:
     Cost: ``n + 1`` forward passes of attention."""
     C, x = _icl_inputs(block, context, x)
     n = C.shape[1]
-    W1 = np.asarray(params["mlp"]["W1"])
+    W1 = _host(params["mlp"]["W1"])
     h_x, a_x = _tb_parts(block, params, x[:, None])
     dWs, skips = [], []
     for i in range(n + 1):
