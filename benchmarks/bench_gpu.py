@@ -239,23 +239,6 @@ def torch_gpu_tasks(w) -> dict:
             "hvp": lambda: tfunc.jvp(tfunc.grad(loss), (p,), (v,))[1]}
 
 
-def jax_gpu_tasks(w) -> dict:
-    f = w["jx"]
-    p = jax.tree_util.tree_map(jnp.asarray, w["params"])
-    v = jax.tree_util.tree_map(jnp.asarray, w["tangent"])
-    X = jnp.asarray(w["x"])
-    if w["loss"] == "ce":
-        y = jnp.asarray(w["labels"])
-        loss = lambda p, X: bb.jx_ce(f(p, X), y)  # noqa: E731
-    else:
-        loss = lambda p, X: bb.msq_jx(f(p, X))  # noqa: E731
-    fwd, vg = jax.jit(loss), jax.jit(jax.value_and_grad(loss))
-    jv = jax.jit(lambda p, v, X: jax.jvp(lambda q: f(q, X), (p,), (v,)))
-    hv = jax.jit(lambda p, v, X: jax.jvp(lambda q: jax.grad(loss)(q, X), (p,), (v,))[1])
-    return {"fwd": lambda: fwd(p, X), "grad": lambda: vg(p, X), "jvp": lambda: jv(p, v, X),
-            "hvp": lambda: hv(p, v, X)}
-
-
 def flatten_result(r):
     leaves = jl.tree_flatten(r)[0]
     return [to_host(x) for x in leaves]
@@ -270,7 +253,7 @@ def workload_rows(peak_gemm: float, which: list):
         if torch is not None:
             libs["torch"] = (torch_gpu_tasks(w), sync_th)
         if jax is not None:
-            libs["jax"] = (jax_gpu_tasks(w), sync_jx)
+            libs["jax"] = (bb.jax_tasks(w), sync_jx)  # JAX places its arrays on the GPU by itself
         for task in ("fwd", "grad", "jvp", "hvp"):
             fns = {lib: t[task] for lib, (t, _) in libs.items()}
             syncs = {lib: s for lib, (_, s) in libs.items()}

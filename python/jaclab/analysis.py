@@ -1,4 +1,5 @@
-"""Analyses: exact per-sample Jacobians and the papers' quantities (NumPy in, NumPy out).
+"""Analyses: exact per-sample Jacobians and the papers' quantities (NumPy or tensors in, NumPy out;
+with the model and x on a GPU the passes run there).
 
 The second half of this module (geometric complexity, Jacobian spectra, Hessian
 eigenvalues / trace / sharpness, modified loss, Lie bracket, softmax radius, Jacobian norms and
