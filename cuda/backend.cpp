@@ -119,8 +119,9 @@ class CudaBackend final : public DeviceBackend {
       }
     Array out = Array::empty(kshape, x.dtype(), x.device());
     const int64_t kept = numel_of(kshape);
-    // (Sums over the leading axes of a contiguous array never get here: kernels::sum does them
-    // as one GEMM with a row of ones.)
+    // Every case works here (reduced axes moved last, one block per row); kernels::sum sends the
+    // common large ones elsewhere first: leading axes as one GEMM with a row of ones (unless TF32
+    // would round it), and a full sum of a large array in two stages.
     if (n_red == 0) {
       cuda::fill(x.dtype(), out.raw(), kept, 0.0);
     } else {
