@@ -18,18 +18,8 @@
 namespace jaclab::cuda {
 namespace {
 
-Strided strided(const Shape& shape, const Shape& strides, const Shape& out_shape) {
-  Strided d;
-  const int off = 4 - static_cast<int>(out_shape.size());
-  const int off_in = static_cast<int>(out_shape.size() - shape.size());
-  for (int i = 0; i < 4; ++i) {
-    d.n[i] = i < off ? 1 : out_shape[i - off];
-    const int j = i - off - off_in;
-    d.s[i] = (j < 0 || shape[j] == 1) ? 0 : strides[j];
-  }
-  return d;
-}
-Strided strided(const Array& a) { return strided(a.shape(), a.strides(), a.shape()); }
+using kernels::pad4;
+Strided strided(const Array& a) { return pad4(a.shape(), a.strides(), a.shape()); }
 
 void require_float(const Array& x, const char* op) {
   if (!is_float(x.dtype())) throw_type(op, ": expected a float32 or float64 tensor, got ", dtype_name(x.dtype()));
@@ -69,7 +59,7 @@ class CudaBackend final : public DeviceBackend {
     cuda::fill(a.dtype(), a.raw(), a.numel(), value);
   }
   void copy(const Array& src, Array& dst) override {
-    cuda::copy(src.dtype(), src.raw(), strided(src.shape(), src.strides(), dst.shape()), dst.dtype(), dst.raw(),
+    cuda::copy(src.dtype(), src.raw(), pad4(src.shape(), src.strides(), dst.shape()), dst.dtype(), dst.raw(),
                strided(dst));
   }
   Array unary(kernels::Unary op, const Array& x, double param) override {
@@ -94,8 +84,8 @@ class CudaBackend final : public DeviceBackend {
     }
     Shape out_shape = broadcast_shapes(a.shape(), b.shape(), "binary op");
     Array y = Array::empty(out_shape, a.dtype(), dev);
-    cuda::binary(op, a.dtype(), a.raw(), strided(a.shape(), a.strides(), out_shape), b.raw(),
-                 strided(b.shape(), b.strides(), out_shape), y.raw(), strided(y));
+    cuda::binary(op, a.dtype(), a.raw(), pad4(a.shape(), a.strides(), out_shape), b.raw(),
+                 pad4(b.shape(), b.strides(), out_shape), y.raw(), strided(y));
     return y;
   }
   Array affine(const Array& x, double alpha, double beta) override {
@@ -311,17 +301,9 @@ class CudaBackend final : public DeviceBackend {
     }
     for (int attempt = 0; attempt < 2; ++attempt, a = a.contiguous()) {
       const int n = a.ndim();
-      const int64_t rows = a.shape()[n - 2], cols = a.shape()[n - 1];
-      const int64_t rs = a.strides()[n - 2], cs = a.strides()[n - 1];
-      Operand op{a, false, 0, 0};
-      if ((cs == 1 || cols == 1) && (rs >= std::max<int64_t>(cols, 1) || rows == 1)) {
-        op.ld = std::max<int64_t>(rows == 1 ? cols : rs, 1);
-      } else if ((rs == 1 || rows == 1) && (cs >= std::max<int64_t>(rows, 1) || cols == 1)) {
-        op.trans = true;
-        op.ld = std::max<int64_t>(cols == 1 ? rows : cs, 1);
-      } else {
-        continue;
-      }
+      const kernels::GemmLayout layout = kernels::gemm_layout(a);  // the CPU path's rule
+      if (!layout.ok) continue;
+      Operand op{a, layout.trans, layout.ld, 0};
       if (prod == 1) return op;  // batch stride 0: every product reads the same matrix
       // The batch dims (size-1 ones aside) must collapse to one stride.
       int64_t stride = -1, span = 1;

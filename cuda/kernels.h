@@ -1,18 +1,15 @@
 // CUDA kernels on raw device pointers: the launchers the CUDA backend (backend.cpp) calls.
 // Shapes are handled on the host; here every array is either contiguous or described by a
-// `Strided` (padded to 4 dims, outermost first, broadcast dims with stride 0).
+// `Strided` (kernels::pad4 of jaclab/backend.h: 4 dims, outermost first, broadcast stride 0).
 // All launches go to the legacy default stream and are checked (std::runtime_error on failure).
 #pragma once
 #include <cstdint>
 
-#include "jaclab/kernels.h"
+#include "jaclab/backend.h"
 
 namespace jaclab::cuda {
 
-struct Strided {
-  int64_t n[4];  // sizes
-  int64_t s[4];  // strides in elements
-};
+using Strided = kernels::Strided4;
 
 // Throws std::runtime_error naming `what` and the CUDA error when `err` is not cudaSuccess.
 void check(int err, const char* what);

@@ -19,24 +19,6 @@ constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
-struct Dims4 {
-  int64_t n[4];
-  int64_t s[4];
-};
-
-// Pad shape/strides to 4 dims; broadcast dims (size 1 or padded) get stride 0 when `out` is given.
-Dims4 pad4(const Shape& shape, const Shape& strides, const Shape& out_shape) {
-  Dims4 d;
-  int off = 4 - static_cast<int>(out_shape.size());
-  int off_in = static_cast<int>(out_shape.size() - shape.size());
-  for (int i = 0; i < 4; ++i) {
-    d.n[i] = i < off ? 1 : out_shape[i - off];
-    int j = i - off - off_in;  // index into the input's dims
-    d.s[i] = (j < 0 || shape[j] == 1) ? 0 : strides[j];
-  }
-  return d;
-}
-
 using detail::dispatch_float;
 
 template <class F>
@@ -55,8 +37,8 @@ void copy_typed(const Array& src, Array& dst) {
     for (int64_t i = 0; i < n; ++i) y[i] = static_cast<Out>(x[i]);
     return;
   }
-  Dims4 a = pad4(src.shape(), src.strides(), dst.shape());
-  Dims4 b = pad4(dst.shape(), dst.strides(), dst.shape());
+  Strided4 a = pad4(src.shape(), src.strides(), dst.shape());
+  Strided4 b = pad4(dst.shape(), dst.strides(), dst.shape());
   for (int64_t i0 = 0; i0 < a.n[0]; ++i0)
     for (int64_t i1 = 0; i1 < a.n[1]; ++i1)
       for (int64_t i2 = 0; i2 < a.n[2]; ++i2) {
@@ -147,8 +129,8 @@ void binary_loops(const Array& A, const Array& B, Array& out, F f) {
     for (int64_t i = 0; i < n; ++i) y[i] = f(s, b[i]);
     return;
   }
-  Dims4 da = pad4(A.shape(), A.strides(), out.shape());
-  Dims4 db = pad4(B.shape(), B.strides(), out.shape());
+  Strided4 da = pad4(A.shape(), A.strides(), out.shape());
+  Strided4 db = pad4(B.shape(), B.strides(), out.shape());
   int64_t k = 0;
   for (int64_t i0 = 0; i0 < da.n[0]; ++i0)
     for (int64_t i1 = 0; i1 < da.n[1]; ++i1)
@@ -173,6 +155,18 @@ void require_float(const Array& x, const char* op) {
 }
 
 }  // namespace
+
+Strided4 pad4(const Shape& shape, const Shape& strides, const Shape& out_shape) {
+  Strided4 d;
+  int off = 4 - static_cast<int>(out_shape.size());
+  int off_in = static_cast<int>(out_shape.size() - shape.size());
+  for (int i = 0; i < 4; ++i) {
+    d.n[i] = i < off ? 1 : out_shape[i - off];
+    int j = i - off - off_in;  // index into the input's dims
+    d.s[i] = (j < 0 || shape[j] == 1) ? 0 : strides[j];
+  }
+  return d;
+}
 
 void fill(Array& a, double value) {
   if (DeviceBackend* be = backend_for(a.device())) return be->fill(a, value);
@@ -284,8 +278,8 @@ Array sum(const Array& x, const std::vector<int>& axes, bool keepdims) {
   Shape ostr = contiguous_strides(kshape);
   for (int i = 0; i < x.ndim(); ++i)
     if (red[i]) ostr[i] = 0;
-  Dims4 dx = pad4(x.shape(), x.strides(), x.shape());
-  Dims4 dout = pad4(x.shape(), ostr, x.shape());
+  Strided4 dx = pad4(x.shape(), x.strides(), x.shape());
+  Strided4 dout = pad4(x.shape(), ostr, x.shape());
   dispatch_float(x.dtype(), [&](auto z) {
     using T = decltype(z);
     const T* xp0 = x.data<T>();
@@ -357,27 +351,16 @@ Array max(const Array& x, int axis, bool keepdims) {
 }
 
 // ---- matmul -------------------------------------------------------------------------------
-namespace {
-
-// How BLAS should read a 2-D slice of `a` with logical shape (rows, cols).
-struct MatLayout {
-  bool ok;
-  CBLAS_TRANSPOSE trans;
-  int64_t ld;
-};
-
-MatLayout blas_layout(const Array& a) {
+GemmLayout gemm_layout(const Array& a) {
   int nd = a.ndim();
   int64_t rows = a.shape()[nd - 2], cols = a.shape()[nd - 1];
   int64_t rs = a.strides()[nd - 2], cs = a.strides()[nd - 1];
   if ((cs == 1 || cols == 1) && (rs >= std::max<int64_t>(cols, 1) || rows == 1))
-    return {true, CblasNoTrans, std::max<int64_t>(rows == 1 ? cols : rs, 1)};
+    return {true, false, std::max<int64_t>(rows == 1 ? cols : rs, 1)};
   if ((rs == 1 || rows == 1) && (cs >= std::max<int64_t>(rows, 1) || cols == 1))
-    return {true, CblasTrans, std::max<int64_t>(cols == 1 ? rows : cs, 1)};
-  return {false, CblasNoTrans, 0};
+    return {true, true, std::max<int64_t>(cols == 1 ? rows : cs, 1)};
+  return {false, false, 0};
 }
-
-}  // namespace
 
 MatmulShapes matmul_shapes(const Array& a_in, const Array& b_in) {
   if (a_in.dtype() != b_in.dtype())
@@ -460,9 +443,9 @@ Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into
     a = a.reshape_view({M, K});
     b = b.ndim() > 2 ? b.contiguous().reshape_view({K, N}) : b;
   }
-  MatLayout la = blas_layout(a), lb = blas_layout(b);
-  if (!la.ok) { a = a.contiguous(); la = blas_layout(a); }
-  if (!lb.ok) { b = b.contiguous(); lb = blas_layout(b); }
+  GemmLayout la = gemm_layout(a), lb = gemm_layout(b);
+  if (!la.ok) { a = a.contiguous(); la = gemm_layout(a); }
+  if (!lb.ok) { b = b.contiguous(); lb = gemm_layout(b); }
   // Broadcast strides over the (padded) batch dims.
   int nb = static_cast<int>(batch.size());
   std::vector<int64_t> sa(nb, 0), sb(nb, 0);
@@ -481,7 +464,8 @@ Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into
     for (int64_t t = 0; t < nbatch; ++t) {
       int64_t oa = 0, ob = 0;
       for (int i = 0; i < nb; ++i) { oa += idx[i] * sa[i]; ob += idx[i] * sb[i]; }
-      detail::gemm<T>(la.trans, lb.trans, M, N, K, T(1), A + oa, la.ld, B + ob, lb.ld, beta, C + t * M * N, N);
+      detail::gemm<T>(la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, M, N, K, T(1), A + oa,
+                      la.ld, B + ob, lb.ld, beta, C + t * M * N, N);
       for (int i = nb - 1; i >= 0; --i) {
         if (++idx[i] < batch[i]) break;
         idx[i] = 0;

@@ -56,6 +56,24 @@ struct MatmulShapes {
   Shape batch_a, batch_b, batch, out_shape, final_shape;
 };
 MatmulShapes matmul_shapes(const Array& a, const Array& b);
+
+// An array read in the index space of `out_shape`, padded on the left to 4 dims (outermost
+// first); broadcast dims (size 1 or missing) get stride 0. One loop nest / one index formula
+// then serves every rank.
+struct Strided4 {
+  int64_t n[4];  // sizes
+  int64_t s[4];  // strides in elements
+};
+Strided4 pad4(const Shape& shape, const Shape& strides, const Shape& out_shape);
+
+// How a GEMM reads the last two dims (rows, cols) of `a` in row-major terms: as stored or
+// transposed, with leading dimension `ld`; ok = false when neither stride is 1 (copy first).
+struct GemmLayout {
+  bool ok;
+  bool trans;
+  int64_t ld;
+};
+GemmLayout gemm_layout(const Array& a);
 }  // namespace kernels
 
 void register_backend(DeviceType type, DeviceBackend* backend);
