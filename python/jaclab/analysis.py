@@ -47,6 +47,16 @@ def _on(a, device: str):
     return a if device == "cpu" else _core.array(np.ascontiguousarray(a)).to(device)
 
 
+def _position_index(x, position: int, name: str) -> int:
+    """``position`` of a sequence batch ``x`` (B, T, d) as an index in [0, T) (negative counts from the end)."""
+    if x.ndim != 3:
+        raise ValueError(f"{name}: needs a sequence input x (B, T, d), got shape {tuple(x.shape)}")
+    T = x.shape[1]
+    if not -T <= position < T:
+        raise ValueError(f"{name}: position {position} out of range for T={T}")
+    return position % T
+
+
 def _batch_tensor(x):
     """x as a Tensor, where it lives (a GPU tensor stays on its device; NumPy input: the CPU)."""
     return x if isinstance(x, _core.Tensor) else _core.array(np.asarray(x))
@@ -132,17 +142,12 @@ def input_jacobian(model, params, x, position: int | None = None) -> np.ndarray:
     x = _batch_tensor(x)
     if position is None:
         return per_sample_jacobian(lambda h: model.apply(params, h), x)
-    if x.ndim != 3:
-        raise ValueError(f"input_jacobian: position= needs a sequence input (B, T, d), got shape {x.shape}")
-    T = x.shape[1]
-    if not -T <= position < T:
-        raise ValueError(f"input_jacobian: position {position} out of range for T={T}")
-    p = position % T
+    p, T = _position_index(x, position, "input_jacobian"), x.shape[1]
 
     # Select the position with a fixed one-hot matmul (differentiable, keeps the batch axis first).
     sel = np.zeros((1, T), np.dtype(x.dtype))
     sel[0, p] = 1.0
-    sel = _core.array(sel).to(x.device)
+    sel = _on(sel, x.device)
 
     def fn(h):
         y = model.apply(params, h)  # (B, T, d_out)
@@ -978,14 +983,9 @@ def position_layer_jacobians(model, params, x, position: int = -1, average: bool
     if layers is None:
         raise TypeError(f"position_layer_jacobians: needs a Sequential model, got {type(model).__name__}")
     x = _batch_tensor(x)  # the passes run where x lives (a GPU tensor stays there)
-    if x.ndim != 3:
-        raise ValueError(f"position_layer_jacobians: needs x (B, T, d), got shape {x.shape}")
-    T = x.shape[1]
-    if not -T <= position < T:
-        raise ValueError(f"position_layer_jacobians: position {position} out of range for T={T}")
-    p = position % T
+    p, T = _position_index(x, position, "position_layer_jacobians"), x.shape[1]
     hs = [np.array(_host(h)) for h in model.apply_layers(params, x)]
-    on = lambda a: _core.array(np.ascontiguousarray(a)).to(x.device)  # noqa: E731
+    on = lambda a: _on(a, x.device)  # noqa: E731
     out = []
     for layer, prm, h in zip(layers, params, hs[:-1]):
         put = np.zeros((T, 1), h.dtype)
