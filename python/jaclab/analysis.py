@@ -50,7 +50,7 @@ def _on(a, device: str):
 def _position_index(x, position: int, name: str) -> int:
     """``position`` of a sequence batch ``x`` (B, T, d) as an index in [0, T) (negative counts from the end)."""
     if x.ndim != 3:
-        raise ValueError(f"{name}: needs a sequence input x (B, T, d), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name}: position= needs a sequence input x (B, T, d), got shape {tuple(x.shape)}")
     T = x.shape[1]
     if not -T <= position < T:
         raise ValueError(f"{name}: position {position} out of range for T={T}")
