@@ -141,6 +141,7 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
     node->out_value = value;
     node->vjp = std::move(vjp);
     node->inputs = inputs;
+    node->out = out.impl_ptr();
     out.impl()->grad_fn = std::move(node);
   }
   if (!any_tangent) return out;
@@ -299,7 +300,9 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
       needs[i] = x.grad_fn() && needed[x.grad_fn().get()];
       any_tangent |= x.has_tangents();
     }
-    VjpContext ctx{node->inputs, g, node->out_value, needs, create_graph || any_tangent, batch};
+    const bool differentiable = create_graph || any_tangent;
+    const Tensor saved_out = differentiable ? Tensor(node->out.lock()) : Tensor();
+    VjpContext ctx{node->inputs, g, node->out_value, saved_out, needs, differentiable, batch};
     try {
       std::vector<Tensor> grads = node->vjp(ctx);
       for (size_t i = 0; i < node->inputs.size(); ++i) {

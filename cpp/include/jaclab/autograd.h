@@ -29,18 +29,22 @@ struct VjpContext {
   const std::vector<Tensor>& inputs;  // the op's inputs, as saved at forward time
   const Tensor& g;                    // cotangent of the output: (K, *out.shape) in a batched sweep
   const Array& out_value;             // raw output value
+  const Tensor& saved_out;            // the output tensor itself while it is alive (else undefined)
   const std::vector<bool>& needs;     // needs[i]: input i wants a cotangent
   bool differentiable;                // rules must build a differentiable result
   int64_t batch = 0;                  // K cotangents at once (leading axis), 0 when unbatched
   const Tensor& in(size_t i) const { return inputs[i]; }
   Shape tshape(const Shape& s) const { return batched_shape(batch, s); }
   std::vector<int> tperm(const std::vector<int>& perm) const { return batched_perm(batch, perm); }
-  // The output as a tensor. When the result must be differentiable (second order), the output is
-  // recomputed from the inputs by `recompute` so that it carries its own graph and tangents; at
-  // first order the saved value is used as a constant.
+  // The output as a tensor. When the result must be differentiable (second order), the output
+  // must carry its graph and tangents: that is the forward's own output tensor while something
+  // still holds it (usually its consumer's node does), else it is recomputed from the inputs by
+  // `recompute` (the same op on the same inputs, so the same tangents and derivatives). At first
+  // order the saved value is used as a constant.
   template <class F>
   Tensor out(F&& recompute) const {
-    return differentiable ? recompute() : Tensor(out_value);
+    if (!differentiable) return Tensor(out_value);
+    return saved_out.defined() ? saved_out : recompute();
   }
 };
 
@@ -68,6 +72,7 @@ struct Node {
   uint64_t seq;  // creation order: consumers always have a larger seq than producers
   std::vector<Tensor> inputs;
   Array out_value;
+  std::weak_ptr<TensorImpl> out;  // the output tensor; weak, since it owns this node (no cycle)
   VjpRule vjp;
 };
 

@@ -25,6 +25,7 @@ class Tensor {
  public:
   Tensor() = default;  // "undefined": stands for a symbolic zero in derivative rules
   explicit Tensor(Array value);
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   bool defined() const { return impl_ != nullptr; }
   const Array& value() const { return impl_->value; }
