@@ -10,6 +10,7 @@
 #include "jaclab/blas.h"
 #include "jaclab/kernels.h"
 #include "kernel_util.h"
+#include "jaclab/parallel.h"
 #include "vec/vecmath.h"
 
 namespace jaclab::kernels {
@@ -80,7 +81,7 @@ void unary_loop(const T* __restrict x, T* __restrict y, int64_t n, F f) {
 }
 
 template <class T>
-void unary_typed(Unary op, const T* x, T* y, int64_t n, T p) {
+void unary_chunk(Unary op, const T* x, T* y, int64_t n, T p) {
   // Hot ops get their own loop so the compiler can vectorise them.
   switch (op) {
     case Unary::Neg: return unary_loop(x, y, n, [](T v) { return -v; });
@@ -96,6 +97,17 @@ void unary_typed(Unary op, const T* x, T* y, int64_t n, T p) {
     case Unary::OneMinusSquare: return unary_loop(x, y, n, [](T v) { return T(1) - v * v; });
     default: return unary_loop(x, y, n, [op, p](T v) { return apply_unary<T>(op, v, p); });
   }
+}
+
+constexpr bool is_cheap(Unary op) {
+  return op == Unary::Neg || op == Unary::Relu || op == Unary::Step || op == Unary::Square ||
+         op == Unary::Abs || op == Unary::Sign || op == Unary::OneMinusSquare;
+}
+
+template <class T>
+void unary_typed(Unary op, const T* x, T* y, int64_t n, T p) {
+  const int64_t grain = is_cheap(op) ? parallel::kGrainCheap : parallel::kGrainTranscend;
+  parallel::for_range(n, grain, [&](int64_t b, int64_t e) { unary_chunk(op, x + b, y + b, e - b, p); });
 }
 
 template <class T>
@@ -115,39 +127,49 @@ void binary_loops(const Array& A, const Array& B, Array& out, F f) {
   const T* b = B.data<T>();
   T* y = out.data<T>();
   int64_t n = out.numel();
+  using parallel::for_range, parallel::kGrainCheap;
   if (A.shape() == B.shape() && A.is_contiguous() && B.is_contiguous()) {
-    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+    for_range(n, kGrainCheap, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) y[i] = f(a[i], b[i]);
+    });
     return;
   }
   if (B.numel() == 1 && A.is_contiguous() && A.shape() == out.shape()) {
-    const T s = *b;
-    for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], s);
+    const T sc = *b;
+    for_range(n, kGrainCheap, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) y[i] = f(a[i], sc);
+    });
     return;
   }
   if (A.numel() == 1 && B.is_contiguous() && B.shape() == out.shape()) {
-    const T s = *a;
-    for (int64_t i = 0; i < n; ++i) y[i] = f(s, b[i]);
+    const T sc = *a;
+    for_range(n, kGrainCheap, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) y[i] = f(sc, b[i]);
+    });
     return;
   }
-  Strided4 da = pad4(A.shape(), A.strides(), out.shape());
-  Strided4 db = pad4(B.shape(), B.strides(), out.shape());
-  int64_t k = 0;
-  for (int64_t i0 = 0; i0 < da.n[0]; ++i0)
-    for (int64_t i1 = 0; i1 < da.n[1]; ++i1)
-      for (int64_t i2 = 0; i2 < da.n[2]; ++i2) {
-        const T* ap = a + i0 * da.s[0] + i1 * da.s[1] + i2 * da.s[2];
-        const T* bp = b + i0 * db.s[0] + i1 * db.s[1] + i2 * db.s[2];
-        const int64_t sa = da.s[3], sb = db.s[3], n3 = da.n[3];
-        if (sa == 1 && sb == 1)
-          for (int64_t i3 = 0; i3 < n3; ++i3) y[k + i3] = f(ap[i3], bp[i3]);
-        else if (sa == 1 && sb == 0)
-          for (int64_t i3 = 0; i3 < n3; ++i3) y[k + i3] = f(ap[i3], *bp);
-        else if (sa == 0 && sb == 1)
-          for (int64_t i3 = 0; i3 < n3; ++i3) y[k + i3] = f(*ap, bp[i3]);
-        else
-          for (int64_t i3 = 0; i3 < n3; ++i3) y[k + i3] = f(ap[i3 * sa], bp[i3 * sb]);
-        k += n3;
-      }
+  // Broadcast or strided: rows of the innermost axis, r = (i0, i1, i2) flattened.
+  const Strided4 da = pad4(A.shape(), A.strides(), out.shape());
+  const Strided4 db = pad4(B.shape(), B.strides(), out.shape());
+  const int64_t n3 = da.n[3], rows = da.n[0] * da.n[1] * da.n[2];
+  if (n3 == 0) return;
+  for_range(rows, std::max<int64_t>(1, kGrainCheap / n3), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i2 = r % da.n[2], i1 = (r / da.n[2]) % da.n[1], i0 = r / (da.n[2] * da.n[1]);
+      const T* ap = a + i0 * da.s[0] + i1 * da.s[1] + i2 * da.s[2];
+      const T* bp = b + i0 * db.s[0] + i1 * db.s[1] + i2 * db.s[2];
+      T* yp = y + r * n3;
+      const int64_t sa = da.s[3], sb = db.s[3];
+      if (sa == 1 && sb == 1)
+        for (int64_t i3 = 0; i3 < n3; ++i3) yp[i3] = f(ap[i3], bp[i3]);
+      else if (sa == 1 && sb == 0)
+        for (int64_t i3 = 0; i3 < n3; ++i3) yp[i3] = f(ap[i3], *bp);
+      else if (sa == 0 && sb == 1)
+        for (int64_t i3 = 0; i3 < n3; ++i3) yp[i3] = f(*ap, bp[i3]);
+      else
+        for (int64_t i3 = 0; i3 < n3; ++i3) yp[i3] = f(ap[i3 * sa], bp[i3 * sb]);
+    }
+  });
 }
 
 void require_float(const Array& x, const char* op) {
@@ -229,7 +251,11 @@ Array affine(const Array& x, double alpha, double beta) {
   dispatch_float(x.dtype(), [&](auto z) {
     using T = decltype(z);
     const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
-    unary_loop(xc.data<T>(), y.data<T>(), xc.numel(), [al, be](T v) { return al * v + be; });
+    const T* xp = xc.data<T>();
+    T* yp = y.data<T>();
+    parallel::for_range(xc.numel(), parallel::kGrainCheap, [&](int64_t s, int64_t e) {
+      unary_loop(xp + s, yp + s, e - s, [al, be](T v) { return al * v + be; });
+    });
   });
   return y;
 }

@@ -4,12 +4,20 @@ A C++ autograd engine (reverse mode, forward mode, nested to second order) with 
 API. Arrays go in as NumPy arrays or ``jl.Tensor`` and come out as ``jl.Tensor``, which
 ``np.asarray`` views without copying.
 """
+import os as _os
+
+# OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after every GEMM by default, holding a
+# core that the elementwise loops between two GEMMs need (jaclab.set_num_threads). 2^4 cycles
+# makes them sleep at once; waking them costs a few µs per GEMM. OpenBLAS reads this when it
+# loads (the next import), so a value the user set wins, and it must be set before.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 # Load the BLAS shared library first: the extension finds it through this import when it is
 # not in its installed place (editable installs).
-import scipy_openblas32  # noqa: F401
+import scipy_openblas32  # noqa: F401,E402
 
-from . import _core
-from ._core import (  # noqa: F401
+from . import _core  # noqa: E402
+from ._core import (  # noqa: F401,E402
     Tensor,
     UnbatchableError,
     array,
@@ -133,12 +141,28 @@ if cuda_compiled():
     _preload_cublas()
 
 
+def set_num_threads(n: int) -> None:
+    """Use ``n`` CPU threads: for GEMMs (OpenBLAS's pool) and for the elementwise loops (jaclab's
+    pool). The default is OpenBLAS's (``OPENBLAS_NUM_THREADS``, else every core)."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: need n >= 1, got {n}")
+    _core.set_blas_num_threads(n)
+    _core.set_pool_num_threads(n)
+
+
+def num_threads() -> int:
+    """CPU threads used by the elementwise loops (GEMMs: ``info()["blas_threads"]``)."""
+    return _core.pool_num_threads()
+
+
 def info() -> dict:
     """Build facts: version, BLAS, BLAS threads, CUDA."""
     d = {
         "version": __version__,
         "blas": _core.blas_info(),
         "blas_threads": _core.blas_num_threads(),
+        "threads": num_threads(),
         "cuda_compiled": cuda_compiled(),
         "cuda_available": False,
     }

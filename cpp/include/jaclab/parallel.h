@@ -1,0 +1,25 @@
+// A small fork-join pool for the CPU's elementwise loops (GEMMs have OpenBLAS's own threads).
+//
+// for_range(n, grain, fn) calls fn(begin, end) on disjoint chunks covering [0, n), on the calling
+// thread and the pool's workers. Chunks are claimed one at a time from a shared counter, so a
+// worker that is slow to wake (its core busy) costs nothing: the caller takes the remaining
+// chunks itself. Workers sleep on a condition variable between jobs and never spin, so they do
+// not compete with OpenBLAS's threads for the cores. Runs serially when n < 2 * grain, with one
+// thread, from inside a worker, or while another thread's job holds the pool.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace jaclab::parallel {
+
+void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+// Threads used by for_range, the caller included (default: the BLAS's thread count).
+int num_threads();
+void set_num_threads(int n);
+
+// Grains (elements per chunk, at least): the point where splitting pays for the wake-up.
+constexpr int64_t kGrainCheap = 32768;      // one multiply-add per element
+constexpr int64_t kGrainTranscend = 4096;   // tanh, exp, erf, ...
+
+}  // namespace jaclab::parallel

@@ -1,0 +1,139 @@
+#include "jaclab/parallel.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "jaclab/blas.h"
+
+namespace jaclab::parallel {
+namespace {
+
+struct Job {
+  const std::function<void(int64_t, int64_t)>* fn;
+  int64_t n, chunk, n_chunks;
+  std::atomic<int64_t> next{0};  // next chunk to claim
+};
+
+// Claims and runs chunks until none is left.
+void run_chunks(Job& job) {
+  for (int64_t c; (c = job.next.fetch_add(1, std::memory_order_relaxed)) < job.n_chunks;) {
+    const int64_t begin = c * job.chunk;
+    (*job.fn)(begin, std::min(job.n, begin + job.chunk));
+  }
+}
+
+thread_local bool t_in_worker = false;
+
+class Pool {
+ public:
+  explicit Pool(int workers) {
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  int size() const { return static_cast<int>(threads_.size()) + 1; }
+
+  // False if another caller's job holds the pool (the caller then runs serially).
+  bool run(Job& job) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      job_ = &job;
+      ++generation_;
+    }
+    cv_.notify_all();
+    run_chunks(job);
+    {
+      // No worker may pick the job up from now on; those that did are finishing their chunks.
+      std::unique_lock<std::mutex> lk(mu_);
+      job_ = nullptr;
+      done_cv_.wait(lk, [&] { return active_ == 0; });
+    }
+    return true;
+  }
+
+ private:
+  void work() {
+    t_in_worker = true;
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      cv_.wait(lk, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
+      if (stop_) return;
+      seen = generation_;
+      Job* job = job_;
+      ++active_;
+      lk.unlock();
+      run_chunks(*job);
+      lk.lock();
+      if (--active_ == 0) done_cv_.notify_one();
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::mutex busy_;  // one job at a time
+  std::mutex mu_;    // guards job_, generation_, active_, stop_
+  std::condition_variable cv_, done_cv_;
+  Job* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int active_ = 0;
+  bool stop_ = false;
+};
+
+std::atomic<int> g_threads{0};  // 0: not chosen yet (the BLAS's count)
+std::mutex g_pool_mu;
+std::unique_ptr<Pool> g_pool;
+pid_t g_pool_pid = 0;
+
+Pool* pool() {
+  const int want = num_threads();
+  std::lock_guard<std::mutex> lk(g_pool_mu);
+  if (g_pool && g_pool_pid != getpid()) g_pool.release();  // forked child: the threads are gone (leak the husk)
+  if (!g_pool || g_pool->size() != want) {
+    g_pool.reset();
+    if (want > 1) g_pool = std::make_unique<Pool>(want - 1);
+    g_pool_pid = getpid();
+  }
+  return g_pool.get();
+}
+
+}  // namespace
+
+int num_threads() {
+  int n = g_threads.load();
+  return n > 0 ? n : std::max(1, blas::num_threads());
+}
+
+void set_num_threads(int n) { g_threads.store(std::max(1, n)); }
+
+void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  const int threads = t_in_worker ? 1 : num_threads();
+  if (threads < 2 || n < 2 * grain) return fn(0, n);
+  Pool* p = pool();
+  if (!p) return fn(0, n);
+  // A few chunks per thread, so a late or preempted worker leaves little for the others.
+  const int64_t n_chunks = std::min<int64_t>(n / grain, 4 * static_cast<int64_t>(p->size()));
+  Job job;
+  job.fn = &fn;
+  job.n = n;
+  job.chunk = (n + n_chunks - 1) / n_chunks;
+  job.n_chunks = (n + job.chunk - 1) / job.chunk;
+  if (!p->run(job)) fn(0, n);
+}
+
+}  // namespace jaclab::parallel

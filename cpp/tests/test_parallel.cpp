@@ -1,0 +1,97 @@
+// The elementwise pool (jaclab/parallel.h): every index exactly once, at any thread count, from
+// nested and concurrent callers; and the kernels it splits give the same bits at any count.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "jaclab/ops.h"
+#include "jaclab/parallel.h"
+#include "test_util.h"
+
+namespace jaclab {
+namespace {
+
+struct ThreadCount {  // restores the pool's size
+  int saved = parallel::num_threads();
+  explicit ThreadCount(int n) { parallel::set_num_threads(n); }
+  ~ThreadCount() { parallel::set_num_threads(saved); }
+};
+
+std::vector<int> visits(int64_t n, int64_t grain) {
+  std::vector<std::atomic<int>> hits(n);
+  parallel::for_range(n, grain, [&](int64_t b, int64_t e) {
+    ASSERT_LE(0, b);
+    ASSERT_LE(b, e);
+    ASSERT_LE(e, n);
+    for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+  });
+  std::vector<int> out(n);
+  for (int64_t i = 0; i < n; ++i) out[i] = hits[i].load();
+  return out;
+}
+
+TEST(Parallel, EveryIndexOnceAtAnyThreadCount) {
+  for (int threads : {1, 2, 3, 5}) {
+    ThreadCount tc(threads);
+    for (int64_t n : {0, 1, 7, 100, 4097, 100003})
+      for (int64_t grain : {1, 16, 1000}) {
+        std::vector<int> hits = visits(n, grain);
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i], 1) << "threads " << threads << " n " << n << " i " << i;
+      }
+  }
+}
+
+TEST(Parallel, NestedCallsRunInline) {
+  ThreadCount tc(3);
+  std::atomic<int64_t> total{0};
+  parallel::for_range(64, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      parallel::for_range(100, 1, [&](int64_t b2, int64_t e2) { total += e2 - b2; });
+  });
+  EXPECT_EQ(total.load(), 6400);
+}
+
+TEST(Parallel, ConcurrentCallersEachGetAllTheirIndices) {
+  ThreadCount tc(2);
+  std::atomic<bool> ok{true};
+  auto caller = [&] {
+    for (int rep = 0; rep < 200; ++rep) {
+      std::vector<int> hits = visits(5000, 64);
+      for (int h : hits) ok = ok && h == 1;
+    }
+  };
+  std::thread a(caller), b(caller);
+  a.join();
+  b.join();
+  EXPECT_TRUE(ok.load());
+}
+
+TEST(Parallel, KernelsGiveTheSameBitsAtAnyThreadCount) {
+  // Large enough to be split: unary (transcendental and cheap), same-shape, scalar and broadcast
+  // binaries, affine.
+  using jltest::random_tensor;
+  Tensor x = random_tensor({96, 1031}, 1);
+  Tensor y = random_tensor({96, 1031}, 2);
+  Tensor row = random_tensor({1031}, 3);
+  Tensor col = add_scalar(random_tensor({96, 1}, 4, DType::Float32), 3.0);  // no division by ~0
+  Tensor x32 = random_tensor({96, 1031}, 5, DType::Float32);
+  auto run = [&] {
+    return std::vector<Tensor>{tanh(x), square(x), mul(x, y), add(x, row), sub(row, x), div(x32, col),
+                               scale(x, 0.5), add_scalar(x32, 2.0), mul(x, scalar_like(x, 3.0))};
+  };
+  std::vector<Tensor> serial;
+  {
+    ThreadCount tc(1);
+    serial = run();
+  }
+  for (int threads : {2, 4}) {
+    ThreadCount tc(threads);
+    std::vector<Tensor> par = run();
+    for (size_t k = 0; k < par.size(); ++k) EXPECT_EQ(jltest::to_vec(par[k]), jltest::to_vec(serial[k])) << "result " << k;
+  }
+}
+
+}  // namespace
+}  // namespace jaclab
