@@ -227,6 +227,44 @@ def test_hvp_forward_over_forward_diagonal(rng):
     assert abs(float(vhv) - want) <= HESS_RTOL * max(1.0, abs(want))
 
 
+# jl.hvp reads only the gradient's tangents, so a weight's gradient may skip its value GEMM (a zero
+# placeholder carries the tangent). These functions reach that shortcut and its fallbacks: a weight
+# used twice (its placeholder is accumulated), in a product and elementwise, through jl.linear with
+# batch dims, transposed, and under an outer jvp (two levels: the shortcut must step aside).
+TANGENT_ONLY_FNS = {
+    "shared_weight": (lambda x, W: jl.sum(jl.tanh(jl.tanh(x @ W) @ W)), [(5, 4), (4, 4)]),
+    "product_and_elementwise": (lambda x, W: jl.sum(jl.tanh(x @ W) * jl.sum(W, axis=0)) + jl.sum(jl.square(W)),
+                                [(3, 4), (4, 4)]),
+    "linear_batched": (lambda x, W: jl.sum(jl.square(jl.tanh(jl.linear(x, W, jl.sum(W, axis=0) * 0.5)))), [(2, 3, 4), (4, 4)]),
+    "transposed": (lambda x, W: jl.sum(jl.tanh(x @ W.T) ** 2), [(5, 3), (4, 3)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TANGENT_ONLY_FNS))
+def test_hvp_skipping_gradient_values_matches_jvp_of_grad(name, rng):
+    f, shapes = TANGENT_ONLY_FNS[name]
+    args = [rng.standard_normal(s) for s in shapes]
+    vs = [rng.standard_normal(s) for s in shapes]
+    hv = hvp_all(f, args, vs)
+    # The plain path: jvp of jl.grad computes every value.
+    ref = jl.jvp(jl.grad(f, argnums=(0, 1)), tuple(args), tuple(vs))[1]
+    g = jl.grad(f, argnums=(0, 1))
+    for k in range(2):
+        assert_close(hv[k], ref[k], rtol=HESS_RTOL, atol=HESS_RTOL, what=f"hvp vs jvp(grad) [{k}]")
+        assert_close(hv[k], fd_jvp(lambda *a, k=k: g(*a)[k], args, vs), what=f"hvp vs FD [{k}]")
+    # Under an outer jvp (a second level) the hvp and its derivative stay exact.
+    u = [rng.standard_normal(s) for s in shapes]
+    outer = jl.jvp(lambda *a: hvp_all(f, a, vs)[1], tuple(args), tuple(u))[1]
+    want = fd_jvp(lambda *a: hvp_all(f, a, vs)[1], args, u)
+    assert_close(outer, want, what="jvp of the hvp vs FD")
+
+
+def test_pullback_tangents_only_takes_no_batch(rng):
+    _, pullback = jl._core.vjp_flat(lambda xs: [xs[0] * 2.0], [jl.array(rng.standard_normal(3))])
+    with pytest.raises(ValueError, match="tangents_only"):
+        pullback([jl.array(np.ones((2, 3)))], batch=2, tangents_only=True)
+
+
 def test_hvp_pytree(rng):
     p = mlp_params(rng)
     x, y = rng.standard_normal((6, 4)), rng.standard_normal((6, 3))

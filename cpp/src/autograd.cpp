@@ -219,7 +219,8 @@ Tensor watch(const Tensor& x) {
 
 // ---- backward -------------------------------------------------------------------------------
 std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& cotangents,
-                             const std::vector<Tensor>& inputs, bool create_graph, int64_t batch) {
+                             const std::vector<Tensor>& inputs, bool create_graph, int64_t batch,
+                             bool tangents_only) {
   if (batch < 0) throw ValueError("backward: batch must be >= 0");
   if (batch && create_graph)
     throw ValueError("backward: a batch of cotangents is first order only (no create_graph)");
@@ -282,7 +283,8 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
   }
 
   std::vector<Tensor> result(inputs.size());
-  std::vector<bool> needs;
+  std::vector<bool> needs, tangent_only;
+  tangents_only &= !create_graph;
   for (Node* node : order) {
     auto it = acc.find(node);
     if (it == acc.end()) continue;
@@ -294,15 +296,19 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
       continue;
     }
     needs.assign(node->inputs.size(), false);
+    tangent_only.assign(node->inputs.size(), false);
     bool any_tangent = g.has_tangents();
     for (size_t i = 0; i < node->inputs.size(); ++i) {
       auto& x = node->inputs[i];
       needs[i] = x.grad_fn() && needed[x.grad_fn().get()];
+      // A cotangent that flows straight into a result (a target) and nowhere else.
+      tangent_only[i] = tangents_only && needs[i] && target_of.count(x.grad_fn().get());
       any_tangent |= x.has_tangents();
     }
     const bool differentiable = create_graph || any_tangent;
     const Tensor saved_out = differentiable ? Tensor(node->out.lock()) : Tensor();
-    VjpContext ctx{node->inputs, g, node->out_value, saved_out, needs, differentiable, batch};
+    VjpContext ctx{node->inputs, g, node->out_value, saved_out, needs, differentiable, batch,
+                   tangents_only ? &tangent_only : nullptr};
     try {
       std::vector<Tensor> grads = node->vjp(ctx);
       for (size_t i = 0; i < node->inputs.size(); ++i) {

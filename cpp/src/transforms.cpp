@@ -90,6 +90,13 @@ TensorList VjpFunction::operator()(const TensorList& cotangents) const {
   return backward(outputs_, cotangents, inputs_, create_graph);
 }
 
+TensorList VjpFunction::tangents_only(const TensorList& cotangents) const {
+  check_like(outputs_, cotangents, "cotangent");
+  bool create_graph = reverse_trace_depth() > 0;
+  for (auto& c : cotangents) create_graph |= c.requires_grad();
+  return backward(outputs_, cotangents, inputs_, create_graph, 0, /*tangents_only=*/true);
+}
+
 TensorList VjpFunction::batched(const TensorList& cotangents, int64_t K) const {
   if (K <= 0) throw_value("vjp: the number of cotangent directions must be positive, got ", K);
   if (cotangents.size() != outputs_.size())
@@ -124,7 +131,14 @@ ValueAndGrad value_and_grad(const Fn& f, const TensorList& primals) {
 TensorList grad(const Fn& f, const TensorList& primals) { return value_and_grad(f, primals).grads; }
 
 TensorList hvp(const Fn& f, const TensorList& primals, const TensorList& tangents) {
-  Fn g = [&f](const TensorList& x) { return grad(f, x); };
+  // jvp(grad f): only the gradient's tangents are read, so its values may be skipped.
+  Fn g = [&f](const TensorList& x) {
+    VjpResult r = vjp(f, x);
+    if (r.out.size() != 1 || r.out[0].numel() != 1 || r.out[0].ndim() != 0)
+      throw_value("hvp: the function must return a single scalar (0-d) tensor, got ",
+                  r.out.size() == 1 ? describe(r.out[0]) : str_cat(r.out.size(), " outputs"));
+    return r.pullback.tangents_only({Tensor(Array::scalar(1.0, r.out[0].dtype(), r.out[0].device()))});
+  };
   return jvp(g, primals, tangents).tangents;
 }
 

@@ -88,11 +88,11 @@ def vjp(f: Callable, *primals):
     out, pullback = _core.vjp_flat(flat, leaves)
     out_tree = flat.out_tree
 
-    def vjp_fn(cotangent):
+    def vjp_fn(cotangent, _tangents_only=False):
         cleaves, ctree = tree_flatten(cotangent)
         _check_same_tree(out_tree, ctree, "the output", "the cotangent")
         cts = [_as_tensor(c, "cotangent") for c in cleaves]
-        return tree_unflatten(tree, pullback(cts))
+        return tree_unflatten(tree, pullback(cts, tangents_only=_tangents_only))
 
     return tree_unflatten(out_tree, out), vjp_fn
 
@@ -112,11 +112,12 @@ def _substitute(args: tuple, nums: tuple[int, ...], dyn: Sequence) -> tuple:
     return tuple(full)
 
 
-def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0):
+def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, _tangents_only: bool = False):
     """``value_and_grad(f)(*args) -> (f(*args), df/dargs[argnums])`` for scalar-valued ``f``.
 
     With an int ``argnums`` the gradient has the pytree of that argument; with a tuple, it is
-    a tuple of such pytrees.
+    a tuple of such pytrees. (``_tangents_only``: for ``hvp``, which reads only the gradient's
+    forward-mode tangents; its values may then be zero placeholders.)
     """
 
     def wrapped(*args):
@@ -127,7 +128,7 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0):
             raise TypeError(f"grad: the function must return one scalar array, got {type(value).__name__}")
         if value.shape != ():
             raise ValueError(f"grad: the function must return a scalar (shape ()), got shape {value.shape}")
-        grads = pullback(_core.ones((), value.dtype, device=value.device))
+        grads = pullback(_core.ones((), value.dtype, device=value.device), _tangents_only)
         return value, (grads[0] if isinstance(argnums, int) else grads)
 
     return wrapped
@@ -145,8 +146,8 @@ def hvp(f: Callable, primals: Sequence, tangents: Sequence):
     pytree of ``primals``.
     """
     n = len(primals)
-    g = grad(f, argnums=tuple(range(n)))
-    return jvp(g, tuple(primals), tuple(tangents))[1]
+    vg = value_and_grad(f, argnums=tuple(range(n)), _tangents_only=True)  # jvp reads only the tangents
+    return jvp(lambda *args: vg(*args)[1], tuple(primals), tuple(tangents))[1]
 
 
 def linearize(f: Callable, *primals):

@@ -33,7 +33,11 @@ struct VjpContext {
   const std::vector<bool>& needs;     // needs[i]: input i wants a cotangent
   bool differentiable;                // rules must build a differentiable result
   int64_t batch = 0;                  // K cotangents at once (leading axis), 0 when unbatched
+  // tangent_only[i]: input i's cotangent is a final result of which the caller reads only the
+  // tangent (jl.hvp). A rule may then skip its value (see matmul_tangent_only); null: none is.
+  const std::vector<bool>* tangent_only = nullptr;
   const Tensor& in(size_t i) const { return inputs[i]; }
+  bool only_tangent(size_t i) const { return tangent_only && (*tangent_only)[i]; }
   Shape tshape(const Shape& s) const { return batched_shape(batch, s); }
   std::vector<int> tperm(const std::vector<int>& perm) const { return batched_perm(batch, perm); }
   // The output as a tensor. When the result must be differentiable (second order), the output
@@ -92,8 +96,12 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
 // With create_graph the sweep itself is recorded, so its results can be differentiated again.
 // With batch = K > 0 every cotangent carries K directions on a leading axis, (K, *output.shape),
 // and so do the results; first order only (create_graph must be false).
+// With tangents_only (and no create_graph) the caller reads only the results' forward-mode
+// tangents, not their values (an HVP: the jvp of a gradient). Rules may then return a zero
+// placeholder value for a result, carrying the right tangent, and skip the work of the value.
 std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& cotangents,
-                             const std::vector<Tensor>& inputs, bool create_graph, int64_t batch = 0);
+                             const std::vector<Tensor>& inputs, bool create_graph, int64_t batch = 0,
+                             bool tangents_only = false);
 
 // Reduce a batch of K cotangents (K, *s') to (K, *shape), where `shape` broadcasts to s'
 // (the batched form of sum_to; K = 0 is plain sum_to).

@@ -52,6 +52,10 @@ Tensor swapaxes(const Tensor& x, int a, int b);
 // ---- linear algebra (ops/matmul.cpp) ------------------------------------------------------------
 Tensor matmul(const Tensor& a, const Tensor& b);  // NumPy semantics, batched, broadcasting
 Tensor addmm(const Tensor& c, const Tensor& a, const Tensor& b);  // c + a @ b, one GEMM pass
+// For a rule's result of which only the tangent is read (VjpContext::only_tangent): 2-D a @ b
+// as a zero placeholder carrying the tangent da b + a db at the one jvp level a and b carry, so
+// the value's GEMM is skipped. Undefined when that does not apply (then compute a @ b).
+Tensor matmul_tangent_only(const Tensor& a, const Tensor& b);
 
 // ---- softmax family (ops/softmax.cpp) -------------------------------------------------------
 Tensor softmax(const Tensor& x, int axis = -1);

@@ -32,6 +32,9 @@ class VjpFunction {
   // K cotangents per output at once, (K, *out.shape): one reverse sweep instead of K; the
   // results are (K, *in.shape). First order.
   TensorList batched(const TensorList& cotangents, int64_t K) const;
+  // For a caller that reads only the results' forward-mode tangents (an HVP, the jvp of this
+  // pullback): the results' values may be zero placeholders. See jaclab::backward.
+  TensorList tangents_only(const TensorList& cotangents) const;
   size_t num_outputs() const { return outputs_.size(); }
 
  private:

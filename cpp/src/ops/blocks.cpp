@@ -45,7 +45,9 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
         const int64_t K = c.in(1).shape()[0], N = c.in(1).shape()[1];
         Tensor gx = c.needs[0] ? matmul(c.g, mT(rule_input(c, 1))) : Tensor();
         Tensor gW;
-        if (c.needs[1])  // x^T g with the rows folded; with K cotangent directions: per direction
+        if (c.needs[1] && c.only_tangent(1) && !c.batch)
+          gW = matmul_tangent_only(mT(reshape(rule_input(c, 0), {-1, K})), reshape(c.g, {-1, N}));
+        if (c.needs[1] && !gW.defined())  // x^T g with the rows folded; with K cotangent directions: per direction
           gW = c.batch ? matmul(mT(rule_input(c, 0)), c.g)
                        : matmul(mT(reshape(rule_input(c, 0), {-1, K})), reshape(c.g, {-1, N}));
         return Grads{gx, gW, c.needs[2] ? c.g : Tensor()};  // db: summed by the central sum_to

@@ -23,7 +23,8 @@ Grads matmul_vjp(const VjpContext& c, size_t ia, size_t ib) {
   const Tensor &A = c.in(ia), &B = c.in(ib);
   Tensor ga, gb;
   if (c.needs[ia]) ga = matmul_nd(c.g, mT(B));
-  if (c.needs[ib]) {
+  if (c.needs[ib] && c.only_tangent(ib)) gb = matmul_tangent_only(mT(A), c.g);
+  if (c.needs[ib] && !gb.defined()) {
     if (B.ndim() == 2 && A.ndim() > 2 && !c.batch) {
       const int64_t K = A.shape().back(), N = B.shape().back();
       gb = matmul_nd(mT(reshape(A, {-1, K})), reshape(c.g, {-1, N}));
@@ -73,6 +74,24 @@ Tensor addmm_nd(const Tensor& c, const Tensor& a, const Tensor& b) {
       });
 }
 }  // namespace
+
+Tensor matmul_tangent_only(const Tensor& a, const Tensor& b) {
+  if (a.ndim() != 2 || b.ndim() != 2 || a.shape()[1] != b.shape()[0]) return Tensor();
+  int level = -1;  // the one jvp level among a's and b's tangents
+  for (const Tensor* x : {&a, &b})
+    for (auto& lt : x->tangents()) {
+      if (level >= 0 && lt.first != level) return Tensor();
+      level = lt.first;
+    }
+  if (level < 0) return Tensor();
+  const Tensor ta = a.tangent(level), tb = b.tangent(level);
+  const Tensor pa = a.strip_levels_from(level), pb = b.strip_levels_from(level);
+  Tensor t;
+  if (ta.defined()) t = matmul(ta, pb);
+  if (tb.defined()) t = t.defined() ? addmm(t, pa, tb) : matmul(pa, tb);
+  Array zero = Array::scalar(0.0, a.dtype(), a.device()).broadcast_view({a.shape()[0], b.shape()[1]});
+  return Tensor(zero).with_tangent(level, t);
+}
 
 Tensor addmm(const Tensor& c, const Tensor& a, const Tensor& b) {
   require_same_dtype(a, b, "addmm");
