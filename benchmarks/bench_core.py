@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import os
 import platform
 import statistics
@@ -141,6 +142,10 @@ def blocked(fns: dict, min_reps: int, max_reps: int, budget_s: float, rounds: in
     call, and with two libraries' pools on 2 cores interleaving slows both by >10x. ``settle_s``
     of sleep before each block lets the previous library's threads go idle.
     """
+    # Importing JAX and torch leaves ~1e6 Python objects behind; without this, the cyclic GC
+    # rescans them now and then and charges it to whichever library allocates at that moment.
+    gc.collect()
+    gc.freeze()
     names = list(fns)
     times = {n: [] for n in names}
     lo, hi = -(-min_reps // rounds), max(1, max_reps // rounds)
