@@ -19,7 +19,7 @@ int num_threads();
 void set_num_threads(int n);
 
 // Grains (elements per chunk, at least): the point where splitting pays for the wake-up.
-constexpr int64_t kGrainCheap = 32768;      // one multiply-add per element
-constexpr int64_t kGrainTranscend = 4096;   // tanh, exp, erf, ...
+constexpr int64_t kGrainCheap = 262144;     // one multiply-add per element
+constexpr int64_t kGrainTranscend = 16384;  // tanh, exp, erf, ...
 
 }  // namespace jaclab::parallel
