@@ -20,6 +20,6 @@ void set_num_threads(int n);
 
 // Grains (elements per chunk, at least): the point where splitting pays for the wake-up.
 constexpr int64_t kGrainCheap = 262144;     // one multiply-add per element
-constexpr int64_t kGrainTranscend = 16384;  // tanh, exp, erf, ...
+constexpr int64_t kGrainTranscend = 65536;  // tanh, exp, erf, ...
 
 }  // namespace jaclab::parallel

@@ -9,5 +9,5 @@ enum class Fn { Tanh, Exp, Log, Erf, Gelu, GeluGrad, Sigmoid };
 void map(Fn fn, const double* x, double* y, int64_t n);
 void map(Fn fn, const float* x, float* y, int64_t n);
 bool available();   // built with libmvec
-const char* isa();  // "avx2", "sse2" or "scalar"
+const char* isa();  // "avx512", "avx2" or "sse2": the copy of the loops in use
 }  // namespace jaclab::vecmath

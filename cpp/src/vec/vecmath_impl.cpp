@@ -1,4 +1,4 @@
-// Compiled twice (JL_VEC_NS = avx2 | sse2) with -D__FAST_MATH__ -fno-math-errno -fopenmp-simd,
+// Compiled three times (JL_VEC_NS = avx512 | avx2 | sse2) with -D__FAST_MATH__ -fno-math-errno -fopenmp-simd,
 // which makes glibc declare its SIMD variants so the `omp simd` loops call libmvec (a few ulp,
 // special values handled). Only pure elementwise maps live here.
 #include <cmath>
