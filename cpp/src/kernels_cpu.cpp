@@ -474,26 +474,42 @@ Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into
   if (!lb.ok) { b = b.contiguous(); lb = gemm_layout(b); }
   // Broadcast strides over the (padded) batch dims.
   int nb = static_cast<int>(batch.size());
-  std::vector<int64_t> sa(nb, 0), sb(nb, 0);
+  std::vector<int64_t> sa(nb, 0), sb(nb, 0), nbat(batch.begin(), batch.end());
   for (int i = 0; i < nb; ++i) {
     int ia = i - (nb - static_cast<int>(ba.size())), ib = i - (nb - static_cast<int>(bb.size()));
     if (ia >= 0 && ba[ia] != 1) sa[i] = a.strides()[ia];
     if (ib >= 0 && bb[ib] != 1) sb[i] = b.strides()[ib];
   }
+  // Merge the innermost batch dims that step evenly in both operands (e.g. (B, H) of a contiguous
+  // (B, H, T, d)) into one group, run as one batched GEMM call per outer index.
+  int64_t group = nb ? nbat[nb - 1] : 1;
+  int outer = nb - 1;
+  while (outer > 0 && sa[outer - 1] == sa[outer] * nbat[outer] && sb[outer - 1] == sb[outer] * nbat[outer]) {
+    group *= nbat[outer - 1];
+    --outer;
+  }
+  const bool batched = nb > 0 && detail::batch_pays(group, M, N, K);
+  const int n_loop = batched ? outer : nb;  // dims walked one by one
   dispatch_float(a.dtype(), [&](auto z) {
     using T = decltype(z);
     const T* A = a.data<T>();
     const T* B = b.data<T>();
     T* C = out.data<T>();
     const T beta = acc ? T(1) : T(0);
+    const auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
+    const int64_t per_call = batched ? group : 1, calls = nbatch / per_call;
     std::vector<int64_t> idx(nb, 0);
-    for (int64_t t = 0; t < nbatch; ++t) {
+    for (int64_t t = 0; t < calls; ++t) {
       int64_t oa = 0, ob = 0;
-      for (int i = 0; i < nb; ++i) { oa += idx[i] * sa[i]; ob += idx[i] * sb[i]; }
-      detail::gemm<T>(la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, M, N, K, T(1), A + oa,
-                      la.ld, B + ob, lb.ld, beta, C + t * M * N, N);
-      for (int i = nb - 1; i >= 0; --i) {
-        if (++idx[i] < batch[i]) break;
+      for (int i = 0; i < n_loop; ++i) { oa += idx[i] * sa[i]; ob += idx[i] * sb[i]; }
+      T* Ct = C + t * per_call * M * N;
+      if (batched)
+        detail::gemm_batch_strided<T>(ta, tb, M, N, K, T(1), A + oa, la.ld, sa[nb - 1], B + ob, lb.ld, sb[nb - 1], beta,
+                                      Ct, N, M * N, group);
+      else
+        detail::gemm<T>(ta, tb, M, N, K, T(1), A + oa, la.ld, B + ob, lb.ld, beta, Ct, N);
+      for (int i = n_loop - 1; i >= 0; --i) {
+        if (++idx[i] < nbat[i]) break;
         idx[i] = 0;
       }
     }
