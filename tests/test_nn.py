@@ -324,6 +324,14 @@ FUSED = {
     "attention_causal_default_kw": (lambda q, k, v: jl.attention(q, k, v, causal=True),
                                     lambda q, k, v: jl._core.attention_composite(q, k, v, causal=True),
                                     lambda rng: _attn_args(rng, (2, 1, 3, 2))),
+    # Long enough that the CPU kernels split the slices into groups (~1M score elements each):
+    # groups of 2 slices and a remainder of 1, then one slice per group.
+    "attention_slice_groups": (lambda q, k, v: jl.attention(q, k, v, False),
+                               lambda q, k, v: jl._core.attention_composite(q, k, v, False),
+                               lambda rng: _attn_args(rng, (1, 3, 600, 4))),
+    "attention_causal_one_slice_per_group": (lambda q, k, v: jl.attention(q, k, v, True),
+                                             lambda q, k, v: jl._core.attention_composite(q, k, v, True),
+                                             lambda rng: _attn_args(rng, (2, 1, 1100, 2))),
     "linear_2d": (jl.linear, lambda x, W, b: x @ W + b, lambda rng: _linear_args(rng, (4, 3))),
     "linear_3d": (jl.linear, lambda x, W, b: x @ W + b, lambda rng: _linear_args(rng, (2, 3, 4))),
 }

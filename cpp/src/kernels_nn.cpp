@@ -7,6 +7,7 @@
 #include "jaclab/backend.h"
 #include "jaclab/blas.h"
 #include "jaclab/kernels.h"
+#include "jaclab/parallel.h"
 #include "kernel_util.h"
 #include "vec/vecmath.h"
 
@@ -33,7 +34,12 @@ Array linear(const Array& x_in, const Array& W_in, const Array& b_in) {
   return y;
 }
 
-// ---- attention, per (T, S) slice: scores and probabilities live in one slice-sized buffer -----
+// ---- attention, by groups of (T, S) slices -----------------------------------------------------
+// A (B, H, T, dh) attention is B*H independent slices. They are processed in groups whose
+// scores and probabilities fit one buffer of about 1M elements (all of them for short sequences,
+// one at a time for long ones), so the (B, H, T, S) intermediates of the composition never exist
+// at once; within a group each product is one batched BLAS call (small per-slice GEMMs side by
+// side) and the softmax rows are split over threads.
 namespace {
 struct AttnDims {
   int64_t T, S, dh, dv, slices;
@@ -45,13 +51,37 @@ AttnDims attn_dims(const Array& q, const Array& k, const Array& v) {
   return d;
 }
 
-// P (T x S) = softmax(q k^T * scale [+ causal mask]) of one slice; masked entries are 0, and so is
-// a row that sees no key. Returns nothing: P is written in place.
+int64_t group_slices(const AttnDims& d) {
+  return std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(1, d.T * d.S), 1, std::max<int64_t>(1, d.slices));
+}
+
+// C_i = alpha op(A_i) op(B_i) + beta C_i for the `n` slices of a group, A_i = A + i * sa, etc.
 template <class T>
-void attention_probs(const T* qs, const T* ks, const AttnDims& d, bool causal, T scale, T* P) {
-  gemm<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, scale, qs, d.dh, ks, d.dh, T(0), P, d.S);  // scores
-  for (int64_t t = 0; t < d.T; ++t) {
-    T* row = P + t * d.S;
+void slice_gemms(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, int64_t sa, const T* B, int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc, int64_t sc,
+                 int64_t n) {
+  if (detail::batch_pays(n, M, N, K))
+    return detail::gemm_batch_strided<T>(ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, n);
+  for (int64_t i = 0; i < n; ++i) gemm<T>(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+}
+
+// Rows r of n slices' (T, S) blocks, split over threads (row r is query t = r % T of its slice).
+template <class F>
+void for_rows(const AttnDims& d, int64_t n, F&& row_fn) {
+  parallel::for_range(n * d.T, std::max<int64_t>(1, parallel::kGrainTranscend / std::max<int64_t>(1, d.S)),
+                      [&](int64_t r0, int64_t r1) {
+                        for (int64_t r = r0; r < r1; ++r) row_fn(r, r % d.T);
+                      });
+}
+
+// P (n x T x S) = softmax(q k^T * scale [+ causal mask]) of n consecutive slices; masked entries are
+// 0, and so is a row that sees no key.
+template <class T>
+void attention_probs(const T* qs, const T* ks, const AttnDims& d, int64_t n, bool causal, T scale, T* P) {
+  slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, scale, qs, d.dh, d.T * d.dh, ks, d.dh, d.S * d.dh, T(0), P,
+                 d.S, d.T * d.S, n);  // scores
+  for_rows(d, n, [&](int64_t r, int64_t t) {
+    T* row = P + r * d.S;
     const int64_t visible = causal ? std::clamp<int64_t>(t + (d.S - d.T) + 1, 0, d.S) : d.S;  // keys s <= t (+ offset)
     T m = -std::numeric_limits<T>::infinity();
     for (int64_t j = 0; j < visible; ++j) m = std::max(m, row[j]);
@@ -62,19 +92,20 @@ void attention_probs(const T* qs, const T* ks, const AttnDims& d, bool causal, T
     const T inv = visible > 0 ? T(1) / sum : T(0);
     for (int64_t j = 0; j < visible; ++j) row[j] *= inv;
     for (int64_t j = visible; j < d.S; ++j) row[j] = T(0);
-  }
+  });
 }
 
-// X <- P * (X - rowsum(P * X)) * alpha: the softmax's JVP (X = dS) and, by symmetry, its VJP (X = gP).
+// X <- P * (X - rowsum(P * X)) * alpha over n slices: the softmax's JVP (X = dS) and, by
+// symmetry, its VJP (X = gP).
 template <class T>
-void softmax_jvp_rows(const T* P, T* X, int64_t rows, int64_t cols, T alpha) {
-  for (int64_t t = 0; t < rows; ++t) {
-    const T* p = P + t * cols;
-    T* x = X + t * cols;
+void softmax_jvp_rows(const T* P, T* X, const AttnDims& d, int64_t n, T alpha) {
+  for_rows(d, n, [&](int64_t r, int64_t) {
+    const T* p = P + r * d.S;
+    T* x = X + r * d.S;
     T mu = 0;
-    for (int64_t j = 0; j < cols; ++j) mu += p[j] * x[j];
-    for (int64_t j = 0; j < cols; ++j) x[j] = p[j] * (x[j] - mu) * alpha;
-  }
+    for (int64_t j = 0; j < d.S; ++j) mu += p[j] * x[j];
+    for (int64_t j = 0; j < d.S; ++j) x[j] = p[j] * (x[j] - mu) * alpha;
+  });
 }
 }  // namespace
 
@@ -87,12 +118,16 @@ Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool ca
   Array out = Array::empty(out_shape, q.dtype());
   dispatch_float(q.dtype(), [&](auto z) {
     using T = decltype(z);
-    std::vector<T> P(static_cast<size_t>(d.T * d.S));
-    for (int64_t s = 0; s < d.slices; ++s) {
-      attention_probs<T>(q.data<T>() + s * d.T * d.dh, k.data<T>() + s * d.S * d.dh, d, causal,
-                         T(1) / std::sqrt(T(d.dh)), P.data());
-      gemm<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P.data(), d.S, v.data<T>() + s * d.S * d.dv, d.dv, T(0),
-              out.data<T>() + s * d.T * d.dv, d.dv);  // P v
+    const int64_t G = group_slices(d);
+    Array P_buf = Array::empty({G * d.T * d.S}, q.dtype());  // from the block cache: no page faults
+    T* P = P_buf.data<T>();
+    for (int64_t s = 0; s < d.slices; s += G) {
+      const int64_t n = std::min(G, d.slices - s);
+      attention_probs<T>(q.data<T>() + s * d.T * d.dh, k.data<T>() + s * d.S * d.dh, d, n, causal,
+                         T(1) / std::sqrt(T(d.dh)), P);
+      slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, d.T * d.S,
+                     v.data<T>() + s * d.S * d.dv, d.dv, d.S * d.dv, T(0), out.data<T>() + s * d.T * d.dv, d.dv,
+                     d.T * d.dv, n);  // P v
     }
   });
   return out;
@@ -123,8 +158,8 @@ Array layer_norm(const Array& x_in, const Array& g_in, const Array& b_in, double
   return y;
 }
 
-// Fused on the CPU too: per slice, P and the tangent (or cotangent) of the scores share two
-// slice-sized buffers, instead of the composition's (B, H, T, S) intermediates.
+// Fused on the CPU too: per group of slices, P and the tangent (or cotangent) of the scores share
+// two group-sized buffers, instead of the composition's (B, H, T, S) intermediates.
 //   jvp  dS = (dq k^T + q dk^T) scale; o_dot = [P (dS - rowsum(P dS))] v + P dv
 //   vjp  gv = P^T g; gP = g v^T; gS = P (gP - rowsum(P gP)) scale; gq = gS k; gk = gS^T q
 bool attention_jvp(const Array& q_in, const Array& k_in, const Array& v_in, const Array* dq, const Array* dk,
@@ -143,27 +178,34 @@ bool attention_jvp(const Array& q_in, const Array& k_in, const Array& v_in, cons
   dispatch_float(q.dtype(), [&](auto z) {
     using T = decltype(z);
     const T scale = T(1) / std::sqrt(T(d.dh));
-    std::vector<T> P(static_cast<size_t>(d.T * d.S)), dS(P.size());
-    for (int64_t s = 0; s < d.slices; ++s) {
-      const T *qs = q.data<T>() + s * d.T * d.dh, *ks = k.data<T>() + s * d.S * d.dh, *vs = v.data<T>() + s * d.S * d.dv;
-      T *os = o.data<T>() + s * d.T * d.dv, *ts = o_dot.data<T>() + s * d.T * d.dv;
-      attention_probs<T>(qs, ks, d, causal, scale, P.data());
-      gemm<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P.data(), d.S, vs, d.dv, T(0), os, d.dv);  // o = P v
+    const int64_t G = group_slices(d), sq = d.T * d.dh, sk = d.S * d.dh, sv = d.S * d.dv, so = d.T * d.dv, sp = d.T * d.S;
+    Array P_buf = Array::empty({G * sp}, q.dtype()), dS_buf = Array::empty({G * sp}, q.dtype());
+    T *P = P_buf.data<T>(), *dS = dS_buf.data<T>();
+    for (int64_t s = 0; s < d.slices; s += G) {
+      const int64_t n = std::min(G, d.slices - s);
+      const T *qs = q.data<T>() + s * sq, *ks = k.data<T>() + s * sk, *vs = v.data<T>() + s * sv;
+      T *os = o.data<T>() + s * so, *ts = o_dot.data<T>() + s * so;
+      attention_probs<T>(qs, ks, d, n, causal, scale, P);
+      slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, sp, vs, d.dv, sv, T(0), os, d.dv,
+                     so, n);  // o = P v
       T beta = T(0);
       if (dq || dk) {
-        if (dq) gemm<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, T(1), tq.data<T>() + s * d.T * d.dh, d.dh, ks, d.dh,
-                        T(0), dS.data(), d.S);
-        if (dk) gemm<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, T(1), qs, d.dh, tk.data<T>() + s * d.S * d.dh, d.dh,
-                        dq ? T(1) : T(0), dS.data(), d.S);
-        softmax_jvp_rows<T>(P.data(), dS.data(), d.T, d.S, scale);  // masked entries: P = 0 there
-        gemm<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), dS.data(), d.S, vs, d.dv, T(0), ts, d.dv);
+        if (dq)
+          slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, T(1), tq.data<T>() + s * sq, d.dh, sq, ks, d.dh, sk,
+                         T(0), dS, d.S, sp, n);
+        if (dk)
+          slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, T(1), qs, d.dh, sq, tk.data<T>() + s * sk, d.dh, sk,
+                         dq ? T(1) : T(0), dS, d.S, sp, n);
+        softmax_jvp_rows<T>(P, dS, d, n, scale);  // masked entries: P = 0 there
+        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), dS, d.S, sp, vs, d.dv, sv, T(0), ts,
+                       d.dv, so, n);
         beta = T(1);
       }
       if (dv)
-        gemm<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P.data(), d.S, tv.data<T>() + s * d.S * d.dv, d.dv,
-                beta, ts, d.dv);
+        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, sp, tv.data<T>() + s * sv,
+                       d.dv, sv, beta, ts, d.dv, so, n);
       else if (beta == T(0))
-        std::fill(ts, ts + d.T * d.dv, T(0));
+        std::fill(ts, ts + n * so, T(0));
     }
   });
   return true;
@@ -185,23 +227,27 @@ bool attention_vjp(const Array& q_in, const Array& k_in, const Array& v_in, cons
   dispatch_float(q.dtype(), [&](auto z) {
     using T = decltype(z);
     const T scale = T(1) / std::sqrt(T(d.dh));
-    std::vector<T> P(static_cast<size_t>(d.T * d.S)), gS(P.size());
-    for (int64_t s = 0; s < d.slices; ++s) {
-      const T *qs = q.data<T>() + s * d.T * d.dh, *ks = k.data<T>() + s * d.S * d.dh, *vs = v.data<T>() + s * d.S * d.dv;
-      const T* gs = g.data<T>() + s * d.T * d.dv;
-      attention_probs<T>(qs, ks, d, causal, scale, P.data());
+    const int64_t G = group_slices(d), sq = d.T * d.dh, sk = d.S * d.dh, sv = d.S * d.dv, so = d.T * d.dv, sp = d.T * d.S;
+    Array P_buf = Array::empty({G * sp}, q.dtype()), gS_buf = Array::empty({G * sp}, q.dtype());
+    T *P = P_buf.data<T>(), *gS = gS_buf.data<T>();
+    for (int64_t s = 0; s < d.slices; s += G) {
+      const int64_t n = std::min(G, d.slices - s);
+      const T *qs = q.data<T>() + s * sq, *ks = k.data<T>() + s * sk, *vs = v.data<T>() + s * sv;
+      const T* gs = g.data<T>() + s * so;
+      attention_probs<T>(qs, ks, d, n, causal, scale, P);
       if (gv)
-        gemm<T>(CblasTrans, CblasNoTrans, d.S, d.dv, d.T, T(1), P.data(), d.S, gs, d.dv, T(0),
-                gv->data<T>() + s * d.S * d.dv, d.dv);  // P^T g
+        slice_gemms<T>(CblasTrans, CblasNoTrans, d.S, d.dv, d.T, T(1), P, d.S, sp, gs, d.dv, so, T(0),
+                       gv->data<T>() + s * sv, d.dv, sv, n);  // P^T g
       if (!gq && !gk) continue;
-      gemm<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dv, T(1), gs, d.dv, vs, d.dv, T(0), gS.data(), d.S);  // g v^T
-      softmax_jvp_rows<T>(P.data(), gS.data(), d.T, d.S, scale);
+      slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dv, T(1), gs, d.dv, so, vs, d.dv, sv, T(0), gS, d.S,
+                     sp, n);  // g v^T
+      softmax_jvp_rows<T>(P, gS, d, n, scale);
       if (gq)
-        gemm<T>(CblasNoTrans, CblasNoTrans, d.T, d.dh, d.S, T(1), gS.data(), d.S, ks, d.dh, T(0),
-                gq->data<T>() + s * d.T * d.dh, d.dh);
+        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dh, d.S, T(1), gS, d.S, sp, ks, d.dh, sk, T(0),
+                       gq->data<T>() + s * sq, d.dh, sq, n);
       if (gk)
-        gemm<T>(CblasTrans, CblasNoTrans, d.S, d.dh, d.T, T(1), gS.data(), d.S, qs, d.dh, T(0),
-                gk->data<T>() + s * d.S * d.dh, d.dh);
+        slice_gemms<T>(CblasTrans, CblasNoTrans, d.S, d.dh, d.T, T(1), gS, d.S, sp, qs, d.dh, sq, T(0),
+                       gk->data<T>() + s * sk, d.dh, sk, n);
     }
   });
   return true;
