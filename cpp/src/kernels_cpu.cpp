@@ -533,7 +533,9 @@ Array along_last_axis(const Array& x, int axis, const char* op, F&& rows_fn) {
   int64_t n = x.shape()[ax], rows = n ? xt.numel() / n : 0;
   dispatch_float(x.dtype(), [&](auto z) {
     using T = decltype(z);
-    rows_fn(xt.data<T>(), yt.data<T>(), rows, n);
+    T *xp = xt.data<T>(), *yp = yt.data<T>();
+    parallel::for_range(rows, std::max<int64_t>(1, parallel::kGrainTranscend / std::max<int64_t>(1, n)),
+                        [&](int64_t r0, int64_t r1) { rows_fn(xp + r0 * n, yp + r0 * n, r1 - r0, n); });
   });
   if (ax == x.ndim() - 1) return yt;
   std::vector<int> inv(x.ndim());

@@ -144,16 +144,19 @@ Array layer_norm(const Array& x_in, const Array& g_in, const Array& b_in, double
     const T* gp = g.data<T>();
     const T* bp = b.data<T>();
     T* yp = y.data<T>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* xr = xp + r * d;
-      double mu = 0, var = 0;
-      for (int64_t j = 0; j < d; ++j) mu += xr[j];
-      mu /= d;
-      for (int64_t j = 0; j < d; ++j) var += (xr[j] - mu) * (xr[j] - mu);
-      var /= d;
-      const T rstd = static_cast<T>(1.0 / std::sqrt(var + eps));
-      for (int64_t j = 0; j < d; ++j) yp[r * d + j] = (xr[j] - static_cast<T>(mu)) * rstd * gp[j] + bp[j];
-    }
+    parallel::for_range(rows, std::max<int64_t>(1, parallel::kGrainCheap / std::max<int64_t>(1, 4 * d)),
+                        [&](int64_t r0, int64_t r1) {  // ~4 passes over a row
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = xp + r * d;
+        double mu = 0, var = 0;
+        for (int64_t j = 0; j < d; ++j) mu += xr[j];
+        mu /= d;
+        for (int64_t j = 0; j < d; ++j) var += (xr[j] - mu) * (xr[j] - mu);
+        var /= d;
+        const T rstd = static_cast<T>(1.0 / std::sqrt(var + eps));
+        for (int64_t j = 0; j < d; ++j) yp[r * d + j] = (xr[j] - static_cast<T>(mu)) * rstd * gp[j] + bp[j];
+      }
+    });
   });
   return y;
 }
