@@ -272,3 +272,29 @@ def test_input_jacobian_float32():
     J64 = analysis.input_jacobian(model, p64, x)
     assert J32.dtype == np.float32 and J64.dtype == np.float64
     assert np.max(np.abs(J32 - J64)) <= 1e-5 * max(1.0, float(np.max(np.abs(J64))))
+
+
+def test_per_sample_jacobian_results_are_writable_and_private():
+    """Forward mode hands the engine's result memory to NumPy (no copy) only when nothing else
+    holds it: the result is writable, and writing to it changes nothing else."""
+    rng = np.random.default_rng(0)
+    model = jl.nn.Sequential(jl.nn.Linear(5, 5), jl.nn.Tanh(), jl.nn.Linear(5, 5))
+    params = model.init(seed=1)
+    x = rng.standard_normal((4, 5))
+    J1 = jl.analysis.input_jacobian(model, params, x)  # n_in == n_out: forward mode, one pass
+    J2 = jl.analysis.input_jacobian(model, params, x)
+    assert J1.flags.writeable and np.array_equal(J1, J2)
+    J1[:] = 0.0
+    assert np.array_equal(jl.analysis.input_jacobian(model, params, x), J2)
+    several = jl.analysis.per_sample_jacobian(lambda h: model.apply(params, h), x, mode="fwd", chunk_size=2)
+    assert several.flags.writeable and np.allclose(several, J2, rtol=0, atol=1e-15)
+
+
+def test_release_to_numpy_only_takes_unshared_tensors():
+    t = jl.array(np.arange(6.0)) * 2.0  # a fresh result: nothing else holds it
+    a = jl._core._release_to_numpy(t)
+    assert a is not None and a.flags.writeable and list(a) == [0, 2, 4, 6, 8, 10]
+    u = jl.array(np.arange(6.0)) * 2.0
+    view = jl.reshape(u, (2, 3))  # shares u's memory
+    assert jl._core._release_to_numpy(u) is None
+    assert np.array_equal(np.asarray(view), [[0, 2, 4], [6, 8, 10]])

@@ -40,6 +40,34 @@ void copy_typed(const Array& src, Array& dst) {
   }
   Strided4 a = pad4(src.shape(), src.strides(), dst.shape());
   Strided4 b = pad4(dst.shape(), dst.strides(), dst.shape());
+  // A transposition (the source steps by 1 along an outer axis, not the innermost): copy in
+  // square tiles, so that both reading and writing stay within a few cache lines per row.
+  // Element by element, every read of a large transpose would touch a new cache line.
+  int unit = -1;
+  for (int d = 0; d < 3; ++d)
+    if (a.s[d] == 1 && a.n[d] > 1) unit = d;
+  if (unit >= 0 && a.s[3] != 1 && a.n[3] > 1 && dst.is_contiguous()) {
+    constexpr int64_t kTile = 32;
+    int other[2], k = 0;
+    for (int d = 0; d < 3; ++d)
+      if (d != unit) other[k++] = d;
+    for (int64_t o0 = 0; o0 < a.n[other[0]]; ++o0)
+      for (int64_t o1 = 0; o1 < a.n[other[1]]; ++o1) {
+        const In* xo = x + o0 * a.s[other[0]] + o1 * a.s[other[1]];
+        Out* yo = y + o0 * b.s[other[0]] + o1 * b.s[other[1]];
+        const int64_t nu = a.n[unit], n3 = a.n[3], su = b.s[unit], s3 = a.s[3];
+        Out tile[kTile * kTile];  // through L1: both sides then move whole runs of kTile elements
+        for (int64_t u0 = 0; u0 < nu; u0 += kTile)
+          for (int64_t j0 = 0; j0 < n3; j0 += kTile) {
+            const int64_t nu_t = std::min(kTile, nu - u0), nj_t = std::min(kTile, n3 - j0);
+            for (int64_t j = 0; j < nj_t; ++j)  // source runs along u
+              for (int64_t u = 0; u < nu_t; ++u) tile[u * kTile + j] = static_cast<Out>(xo[(u0 + u) + (j0 + j) * s3]);
+            for (int64_t u = 0; u < nu_t; ++u)  // destination runs along j
+              for (int64_t j = 0; j < nj_t; ++j) yo[(u0 + u) * su + j0 + j] = tile[u * kTile + j];
+          }
+      }
+    return;
+  }
   for (int64_t i0 = 0; i0 < a.n[0]; ++i0)
     for (int64_t i1 = 0; i1 < a.n[1]; ++i1)
       for (int64_t i2 = 0; i2 < a.n[2]; ++i2) {

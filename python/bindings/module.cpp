@@ -110,6 +110,21 @@ PYBIND11_MODULE(_core, m) {
   bind_nn(m);
   bind_optim(m);
   bind_cuda(m);
+  m.def("_release_to_numpy", [](py::object obj) -> py::object {
+        // A writable NumPy array over a CPU tensor's memory, for results handed to the caller
+        // (np.asarray(t) is read-only because tensors share memory). Only for a contiguous tensor
+        // that nothing but this handle references; the caller hands the tensor over and must not
+        // use it afterwards. None otherwise.
+        Tensor& t = obj.cast<Tensor&>();
+        const Array& a = t.value();
+        if (a.device().type != DeviceType::CPU || !a.is_contiguous() || !is_float(a.dtype()) ||
+            t.impl_ptr().use_count() != 1 || a.storage().use_count() != 1 || t.requires_grad() || t.has_tangents())
+          return py::none();
+        auto* keep = new Array(a);  // owned by the array's base capsule
+        py::capsule base(keep, [](void* p) { delete static_cast<Array*>(p); });
+        std::vector<ssize_t> shape(a.shape().begin(), a.shape().end());
+        return py::array(dtype_to_py(a.dtype()), shape, a.raw(), base);
+      }, py::arg("t"));
   m.def("blas_info", [] { return std::string(blas::name()); });
   m.def("blas_num_threads", [] { return blas::num_threads(); });
   m.def("set_blas_num_threads", [](int n) { blas::set_num_threads(n); });

@@ -91,13 +91,16 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     B, in_shape = x.shape[0], x.shape[1:]
     n_in = int(np.prod(in_shape))
     (out,), pullback = _core.vjp_flat(lambda xs: [fn(xs[0])], [xt])  # one recorded forward pass
-    out_shape = tuple(out.shape[1:])
+    out_shape, out_dtype = tuple(out.shape[1:]), out.dtype
     if out.shape[0] != B:
         raise ValueError(f"per_sample_jacobian: output batch {out.shape[0]} != input batch {B}")
     n_out = int(np.prod(out_shape))
-    dtype = np.dtype(out.dtype)
-    J = np.empty((B, n_out, n_in), dtype)
-    if mode == "rev" or (mode == "auto" and n_out < n_in):
+    use_rev = mode == "rev" or (mode == "auto" and n_out < n_in)
+    full_out = (B,) + out_shape
+    dtype = np.dtype(out_dtype)
+    J = None
+    if use_rev:
+        J = _prefaulted((B, n_out, n_in), dtype)
         # Batched reverse mode: K output coordinates per sweep (cotangent e_i in every sample).
         chunk = chunk_size or max(1, min(n_out, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
 
@@ -105,9 +108,9 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
             C = np.zeros((K, B, n_out), dtype)
             C[np.arange(K), :, start + np.arange(K)] = 1.0
             if batched:
-                (g,) = pullback([_transforms.batched_array(C.reshape((K,) + tuple(out.shape)))], K)
+                (g,) = pullback([_transforms.batched_array(C.reshape((K,) + full_out))], K)
                 return _host(g).reshape(K, B, n_in)
-            return np.stack([_host(pullback([_core.array(C[k].reshape(out.shape))])[0]).reshape(B, n_in)
+            return np.stack([_host(pullback([_core.array(C[k].reshape(full_out))])[0]).reshape(B, n_in)
                              for k in range(K)])
 
         for start, K, r in _transforms.in_chunks(n_out, chunk, rows):
@@ -123,12 +126,22 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
             T[np.arange(K), 0, start + np.arange(K)] = 1.0
             if batched:
                 (tout,) = _core.jvp_flat(flat, [xt], [_transforms.batched_array(T.reshape((K, 1) + tuple(in_shape)))], K)[1]
-                return _host(tout).reshape(K, B, n_out)
-            return np.stack([_host(jvp(fn, (xt,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1])
-                             .reshape(B, n_out) for k in range(K)])
+            else:
+                tout = _core.array(np.stack([
+                    _host(jvp(fn, (xt,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1]) for k in range(K)]))
+            # (K, B, n_out) -> (B, n_out, K) by the engine's tiled transposing copy (NumPy's copy
+            # of this transpose is ~5x slower).
+            t = _core.transpose(_core.reshape(tout, (K, B * n_out)), None)
+            return _core.reshape(t, (B, n_out, K)).to("cpu")
 
         for start, K, c in _transforms.in_chunks(n_in, chunk, cols):
-            J[:, :, start:start + K] = c.transpose(1, 2, 0)
+            if start == 0 and K == n_in:  # one pass did all columns: its memory becomes J
+                J = _core._release_to_numpy(c)  # None if something else holds c
+                if J is not None:
+                    break
+            if J is None:
+                J = _prefaulted((B, n_out, n_in), dtype)
+            J[:, :, start:start + K] = np.asarray(c)
     return J.reshape((B,) + out_shape + tuple(in_shape))
 
 
@@ -415,16 +428,18 @@ def _vnorm(a) -> float:
 
 
 
-def _prefaulted(shape) -> np.ndarray:
-    """A float64 array whose pages the kernel maps up front (MAP_POPULATE, Linux). Touching a
-    fresh n-vector page by page costs ~13 ms per 7.5 MB on a VM (one fault per 4 KB page): for a
-    Lanczos basis of n ~ 1e6 that is a third of an HVP per step; populated at once, ~2 ms."""
-    size = int(np.prod(shape)) * 8
+def _prefaulted(shape, dtype=np.float64) -> np.ndarray:
+    """An uninitialised array whose pages the kernel maps up front (MAP_POPULATE, Linux), for
+    large results and work arrays. Touching fresh memory page by page costs ~13 ms per 7.5 MB
+    on a VM (one fault per 4 KB page): for a Lanczos basis of n ~ 1e6 that is a third of an HVP
+    per step; populated at once, ~2 ms. Small arrays come from NumPy as usual."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
     populate = getattr(_mmap, "MAP_POPULATE", 0)
-    if size == 0 or not populate:
-        return np.empty(shape)
+    if size < (1 << 20) or not populate:
+        return np.empty(shape, dtype)
     buf = _mmap.mmap(-1, size, flags=_mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS | populate)
-    return np.frombuffer(buf, dtype=np.float64).reshape(shape)  # the array keeps buf alive
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)  # the array keeps buf alive
 
 
 def _lanczos(matvec, n: int, iters: int, rng) -> tuple[np.ndarray, list]:
