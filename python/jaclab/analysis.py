@@ -100,7 +100,6 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     dtype = np.dtype(out_dtype)
     J = None
     if use_rev:
-        J = _prefaulted((B, n_out, n_in), dtype)
         # Batched reverse mode: K output coordinates per sweep (cotangent e_i in every sample).
         chunk = chunk_size or max(1, min(n_out, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
 
@@ -109,12 +108,21 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
             C[np.arange(K), :, start + np.arange(K)] = 1.0
             if batched:
                 (g,) = pullback([_transforms.batched_array(C.reshape((K,) + full_out))], K)
-                return _host(g).reshape(K, B, n_in)
-            return np.stack([_host(pullback([_core.array(C[k].reshape(full_out))])[0]).reshape(B, n_in)
-                             for k in range(K)])
+            else:
+                g = _core.array(np.stack([_host(pullback([_core.array(C[k].reshape(full_out))])[0])
+                                          for k in range(K)]))
+            # (K, B, n_in) -> (B, K, n_in), copied by the engine (rows of n_in stay contiguous).
+            return _core.reshape(_core.transpose(_core.reshape(g, (K, B, n_in)), (1, 0, 2)), (B, K * n_in)).to("cpu")
 
         for start, K, r in _transforms.in_chunks(n_out, chunk, rows):
-            J[:, start:start + K, :] = r.transpose(1, 0, 2)
+            if start == 0 and K == n_out:  # one sweep did all rows: its memory becomes J
+                J = _core._release_to_numpy(r)  # None if something else holds r
+                if J is not None:
+                    J = J.reshape(B, n_out, n_in)
+                    break
+            if J is None:
+                J = _prefaulted((B, n_out, n_in), dtype)
+            J[:, start:start + K, :] = np.asarray(r).reshape(B, K, n_in)
     else:
         chunk = chunk_size or max(1, min(n_in, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
         flat = lambda xs: [fn(xs[0])]  # noqa: E731
