@@ -119,7 +119,8 @@ bool accepts_shared_tangents(const char* name) {
   static const char* const kOps[] = {"add",  "sub",  "mul",   "div",       "neg",     "scale",     "add_scalar",
                                      "pow",  "exp",  "log",   "tanh",      "sigmoid", "relu",      "erf",
                                      "gelu", "gelu_grad",     "gelu_tanh", "softplus", "square",   "sqrt",
-                                     "one_minus_square",      "matmul",    "addmm",   "linear"};
+                                     "matmul",    "addmm",   "linear",
+                                     "tanh_grad_mul"};
   for (const char* op : kOps)
     if (std::strcmp(op, name) == 0) return true;
   return false;

@@ -145,6 +145,7 @@ inline T apply_binary(Binary op, T a, T b) {
     case Binary::Sub: return a - b;
     case Binary::Mul: return a * b;
     case Binary::Div: return a / b;
+    case Binary::MulOneMinusSquare: return a * (T(1) - b * b);
   }
   return a;
 }
@@ -266,6 +267,7 @@ Array binary(Binary op, const Array& a, const Array& b) {
       case Binary::Sub: return binary_loops<T>(a, b, y, [](T u, T v) { return u - v; });
       case Binary::Mul: return binary_loops<T>(a, b, y, [](T u, T v) { return u * v; });
       case Binary::Div: return binary_loops<T>(a, b, y, [](T u, T v) { return u / v; });
+      case Binary::MulOneMinusSquare: return binary_loops<T>(a, b, y, [](T u, T v) { return u * (T(1) - v * v); });
     }
   });
   return y;

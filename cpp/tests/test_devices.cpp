@@ -38,6 +38,14 @@ std::vector<double> values(const Tensor& t) {
 }
 
 // f on the device (inputs moved there) equals f on the CPU, and stays on the device.
+// Equal up to a few ulp: where the device runs the composite rule and the CPU a fused kernel
+// (attention's derivatives), the two round differently (libmvec's exp on a short row takes a
+// different code path depending on its length).
+void expect_near(const std::vector<double>& a, const std::vector<double>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-14 * (1.0 + std::abs(b[i]))) << "element " << i;
+}
+
 void expect_same_on_device(const std::function<Tensor(const TensorList&)>& f, const TensorList& cpu_inputs) {
   TensorList d;
   for (auto& t : cpu_inputs) d.push_back(on_dev(t));
@@ -71,14 +79,14 @@ TEST_F(Devices, DerivativesStayOnTheDevice) {
   Tensor q = random_tensor({1, 1, 4, 4}, 11), dq = random_tensor({1, 1, 4, 4}, 12);
   auto cpu_j = jl::jvp(g, {q}, {dq});
   auto dev_j = jl::jvp(g, {on_dev(q)}, {dq});  // a host tangent follows its primal
-  EXPECT_EQ(values(dev_j.tangents[0]), to_vec(cpu_j.tangents[0]));
+  expect_near(values(dev_j.tangents[0]), to_vec(cpu_j.tangents[0]));  // composite vs fused rule
   auto h = [&](const TensorList& a) { return TensorList{jl::sum(jl::mul(jl::tanh(a[0]), jl::tanh(a[0])), {}, false)}; };
   auto hvp = [&](const Tensor& p, const Tensor& v) {
     return jl::jvp([&](const TensorList& a) { return jl::grad(h, a); }, {p}, {v}).tangents[0];
   };
   EXPECT_EQ(values(hvp(on_dev(x), on_dev(t))), to_vec(hvp(x, t)));
   auto back = jl::vjp(g, {on_dev(q)});
-  EXPECT_EQ(values(back.pullback({dq})[0]), to_vec(jl::vjp(g, {q}).pullback({dq})[0]));  // host cotangent
+  expect_near(values(back.pullback({dq})[0]), to_vec(jl::vjp(g, {q}).pullback({dq})[0]));  // host cotangent
 }
 
 TEST_F(Devices, ToIsDifferentiable) {

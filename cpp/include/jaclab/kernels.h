@@ -10,7 +10,10 @@ enum class Unary {
   GeluGrad,        // d gelu / dx = Phi(x) + x phi(x)
   OneMinusSquare,  // 1 - x^2 (tanh' in terms of tanh)
 };
-enum class Binary { Add, Sub, Mul, Div };
+enum class Binary {
+  Add, Sub, Mul, Div,
+  MulOneMinusSquare,  // a (1 - b^2): tanh's derivative (b = tanh x) applied to a tangent or cotangent a
+};
 
 void fill(Array& a, double value);
 void copy(const Array& src, Array& dst);  // same shape; dtype may differ; src may be strided

@@ -144,16 +144,31 @@ Tensor log(const Tensor& x) {  // log' = 1/x
                  JL_UNARY_RULES(log, pow(x, -1.0)));
 }
 
-// 1 - x^2, tanh's derivative written in terms of its output; a primitive so that first-order
-// backward is one kernel.
-static Tensor one_minus_square(const Tensor& x) {
-  return make_op("one_minus_square", {x}, kernels::unary(Unary::OneMinusSquare, x.value()),
-                 JL_UNARY_RULES(one_minus_square, scale(x, -2.0)));
+// t (1 - y^2): tanh's derivative (y = tanh x) applied to a tangent or a cotangent t, in one pass
+// (a primitive so that a first-order tanh rule is one kernel). Its own rules are compositions:
+//   jvp  dt (1 - y^2) - 2 t y dy          vjp  gt = g (1 - y^2),  gy = -2 g t y
+static Tensor tanh_grad_mul(const Tensor& t, const Tensor& y) {
+  return make_op(
+      "tanh_grad_mul", {t, y}, kernels::binary(Binary::MulOneMinusSquare, t.value(), y.value()),
+      [](const JvpContext& c) {
+        Tensor dt = c.t(0).defined() ? tanh_grad_mul(c.t(0), c.in(1)) : Tensor();
+        Tensor dy = c.t(1).defined() ? scale(mul(mul(c.in(0), c.in(1)), c.t(1)), -2.0) : Tensor();
+        return add_opt(dt, dy);
+      },
+      [](const VjpContext& c) {
+        return Grads{c.needs[0] ? tanh_grad_mul(c.g, c.in(1)) : Tensor(),
+                     c.needs[1] ? scale(mul(mul(c.g, c.in(0)), c.in(1)), -2.0) : Tensor()};
+      });
 }
 
-Tensor tanh(const Tensor& x) {  // tanh' = 1 - y^2
-  return make_op("tanh", {x}, unary_value(Unary::Tanh, x, "tanh").value(),
-                 JL_UNARY_RULES(tanh, one_minus_square(y)));
+Tensor tanh(const Tensor& x) {  // tanh' = 1 - y^2: jvp t (1 - y^2), vjp g (1 - y^2)
+  return make_op(
+      "tanh", {x}, unary_value(Unary::Tanh, x, "tanh").value(),
+      [](const JvpContext& c) { return c.t(0).defined() ? tanh_grad_mul(c.t(0), c.out) : Tensor(); },
+      [](const VjpContext& c) {
+        const Tensor& x = c.in(0);
+        return Grads{tanh_grad_mul(c.g, c.out([&] { return tanh(x); }))};
+      });
 }
 
 Tensor sigmoid(const Tensor& x) {  // sigmoid' = y (1 - y)
@@ -189,7 +204,7 @@ static Tensor gelu_tanh_grad(const Tensor& x) {
   constexpr double c = 0.79788456080286535588, a = 0.044715;
   Tensor th = tanh(scale(add(x, scale(mul(x, square(x)), a)), c));
   Tensor du = scale(add_scalar(scale(square(x), 3 * a), 1.0), c);
-  return add(scale(add_scalar(th, 1.0), 0.5), mul(scale(x, 0.5), mul(one_minus_square(th), du)));
+  return add(scale(add_scalar(th, 1.0), 0.5), mul(scale(x, 0.5), tanh_grad_mul(du, th)));
 }
 Tensor gelu_tanh(const Tensor& x) {
   return make_op("gelu_tanh", {x}, unary_value(Unary::GeluTanh, x, "gelu_tanh").value(),
