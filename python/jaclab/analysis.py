@@ -271,7 +271,11 @@ class _Flat:
         leaves, td = _tree_flatten(tree)
         if td != self.tree:
             raise ValueError(f"pytree structure {td} does not match the params {self.tree}")
-        return np.concatenate([_host(a).astype(np.float64, copy=False).reshape(-1) for a in leaves], out=out)
+        if out is None:
+            return np.concatenate([_host(a).astype(np.float64, copy=False).reshape(-1) for a in leaves])
+        for i, a in enumerate(leaves):  # converted straight into place: no float64 temporaries
+            np.copyto(out[self.offsets[i]:self.offsets[i + 1]], _host(a).reshape(-1))
+        return out
 
     def unflatten(self, v) -> object:
         v = np.asarray(v)
