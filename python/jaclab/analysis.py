@@ -350,8 +350,43 @@ def geometric_complexity(model, params, x, mode: str = "auto") -> float:
     x = _batch_tensor(x)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"geometric_complexity: x must have a non-empty batch axis, got shape {x.shape}")
-    s = _jac_sq_terms(_apply_fn(model), params, x, mode)
-    return float(np.mean(_host(s)))
+    return _jac_sq_sum(_apply_fn(model), params, x, mode) / x.shape[0]
+
+
+def _jac_sq_sum(apply, params, x, mode="auto") -> float:
+    """``sum_b ||J_x f(x_b)||_F^2`` as a float (not differentiable; see ``_jac_sq_terms``):
+    batched sweeps carrying many basis directions at once, as in ``per_sample_jacobian``, with
+    the squares summed by the engine (in double) instead of forming the Jacobians."""
+    B = x.shape[0]
+    n_in = int(np.prod(x.shape[1:]))
+    (out,), pullback = _core.vjp_flat(lambda xs: [apply(params, xs[0])], [x])
+    n_out = int(np.prod(out.shape[1:]))
+    dtype = np.dtype(out.dtype)
+    rev = mode == "rev" or (mode == "auto" and n_out <= n_in)
+    n_dir = n_out if rev else n_in
+    chunk = max(1, min(n_dir, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
+
+    def sq_sum(start, K, batched):
+        if not batched:
+            raise _core.UnbatchableError("one direction per pass")  # -> the per-direction path
+        if rev:
+            C = np.zeros((K, B, n_out), dtype)
+            C[np.arange(K), :, start + np.arange(K)] = 1.0
+            (g,) = pullback([_transforms.batched_array(C.reshape((K,) + tuple(out.shape)))], K)
+        else:
+            T = np.zeros((K, 1, n_in), np.dtype(x.dtype))  # one basis vector shared by all samples
+            T[np.arange(K), 0, start + np.arange(K)] = 1.0
+            flat = lambda xs: [apply(params, xs[0])]  # noqa: E731
+            (g,) = _core.jvp_flat(flat, [x], [_transforms.batched_array(T.reshape((K, 1) + tuple(x.shape[1:])))], K)[1]
+        return float(_host(_core.sum(g * g)))
+
+    total = 0.0
+    try:
+        for _, _, s in _transforms.in_chunks(n_dir, chunk, sq_sum):
+            total += s
+    except _core.UnbatchableError:  # e.g. attention: one direction per pass, differentiable path
+        return float(np.sum(_host(_jac_sq_terms(apply, params, x, mode))))
+    return total
 
 
 def geometric_complexity_grad(model, params, x, mode: str = "auto"):
