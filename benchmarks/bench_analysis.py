@@ -37,8 +37,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_blocks import DTYPES, fwd_flops, gemm_peak, gemms_mlp, jax_tasks, jx_mlp, make_workload, th_mlp  # noqa: E402
-from bench_core import NA, blocked, jax, jnp, machine_report, summarize, table, tfunc, torch  # noqa: E402
+from bench_blocks import (DTYPES, first_calls, fwd_flops, gemm_peak, gemms_mlp, jax_tasks, jx_mlp,  # noqa: E402
+                          make_workload, print_header, th_mlp)
+from bench_core import NA, blocked, jax, jnp, summarize, table, tfunc, torch  # noqa: E402
 
 import jaclab as jl  # noqa: E402
 
@@ -50,21 +51,6 @@ GC_TARGET, EIGS_TARGET = 2.0, 1.2
 def noise_of(times: dict) -> str:
     """summarize's spread, or n/a when some entry has a single sample (--quick section 2)."""
     return NA if min(len(v) for v in times.values()) < 2 else summarize(times)[1]
-
-
-def first_calls(fns: dict) -> tuple[dict, float]:
-    """Untimed first call of each (JIT compile / warm-up; a second one for JAX and fast calls).
-    Returns the results and the slowest last first-call time (to spot slow rows)."""
-    res, first = {}, 0.0
-    for lib, fn in fns.items():
-        time.sleep(0.1)
-        t0 = time.perf_counter()
-        res[lib] = fn()
-        if lib == "jax" or time.perf_counter() - t0 < 0.3:
-            t0 = time.perf_counter()
-            res[lib] = fn()
-        first = max(first, time.perf_counter() - t0)
-    return res, first
 
 
 def time_fns(fns: dict, reps: dict) -> tuple[dict, dict, str]:
@@ -208,12 +194,7 @@ def main(argv=None) -> int:
     rounds = 1 if args.quick else 3
 
     t0 = time.perf_counter()
-    print(f"# jaclab analysis benchmark{' (--quick: not for quoting)' if args.quick else ''}\n")
-    print("## Machine\n")
-    print(machine_report(), flush=True)
-    peaks = {dt: gemm_peak(DTYPES[dt], 6 if args.quick else 15) for dt in dtypes}
-    print("\nGEMM peak (jaclab `a @ b`, 1024³, best of reps): "
-          + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()), flush=True)
+    peaks = print_header("analysis", dtypes, args.quick)
     gc_rows = bench_gc(dtypes, reps)
     eigs_table = bench_eigs(dtypes, reps, rounds)
     time.sleep(0.5)
@@ -222,7 +203,7 @@ def main(argv=None) -> int:
     print("GEMM peak at end, used for % bound (best of start/end): "
           + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()))
     print("\n## 1. Geometric complexity on W1 (median ms per call)\n")
-    print("jaclab `jl.analysis.geometric_complexity(model, p, x)` (10 reverse sweeps); JAX `jax.jit` of "
+    print("jaclab `jl.analysis.geometric_complexity(model, p, x)` (batched reverse sweeps, 10 directions); JAX `jax.jit` of "
           "`vmap(jacrev(f))` + mean of squared Frobenius norms; torch `torch.func.vmap(jacrev(f))` + the same. "
           "speed-up = peer ms / jaclab ms (target ≥ 2x vs JAX). % GEMM bound = (11·F / jaclab GEMM peak) "
           "/ measured time, jaclab / jax / torch. rel diff = |GC_jaclab − GC_peer| / |GC_peer|.\n")

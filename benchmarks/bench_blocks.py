@@ -377,6 +377,32 @@ def torch_tasks(w) -> dict:
 
 
 # --- main ------------------------------------------------------------------------------------
+def print_header(what: str, dtypes: list, quick: bool) -> dict:
+    """Title, machine report and jaclab's GEMM peak per dtype (returned, GFLOP/s)."""
+    print(f"# jaclab {what} benchmark{' (--quick: not for quoting)' if quick else ''}\n")
+    print("## Machine\n")
+    print(machine_report(), flush=True)
+    peaks = {dt: gemm_peak(DTYPES[dt], 6 if quick else 15) for dt in dtypes}
+    print("\nGEMM peak (jaclab `a @ b`, 1024³, best of reps): "
+          + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()), flush=True)
+    return peaks
+
+
+def first_calls(fns: dict) -> tuple[dict, float]:
+    """Untimed first call of each (JIT compile / warm-up; a second one for JAX and fast calls).
+    Returns the results and the slowest last first-call time (to spot slow rows)."""
+    res, first = {}, 0.0
+    for lib, fn in fns.items():
+        time.sleep(0.1)
+        t0 = time.perf_counter()
+        res[lib] = fn()
+        if lib == "jax" or time.perf_counter() - t0 < 0.3:
+            t0 = time.perf_counter()
+            res[lib] = fn()
+        first = max(first, time.perf_counter() - t0)
+    return res, first
+
+
 def run_workload(name, dtype, reps, task_filter) -> tuple[list, str]:
     w = make_workload(name, dtype)
     libs = {"jaclab": jaclab_tasks(w)}
@@ -389,15 +415,7 @@ def run_workload(name, dtype, reps, task_filter) -> tuple[list, str]:
         if task_filter and task not in task_filter:
             continue
         fns = {lib: d[task] for lib, d in libs.items()}
-        res, first = {}, 0.0
-        for lib, fn in fns.items():  # untimed: JIT compile / warm-up, then the result to compare
-            time.sleep(0.1)
-            t0 = time.perf_counter()
-            res[lib] = fn()
-            if lib == "jax" or time.perf_counter() - t0 < 0.3:
-                t0 = time.perf_counter()
-                res[lib] = fn()
-            first = max(first, time.perf_counter() - t0)
+        res, first = first_calls(fns)  # untimed: JIT compile / warm-up, then the result to compare
         rd = {lib: rel_diff(res["jaclab"], r) for lib, r in res.items() if lib != "jaclab"}
         del res
         # 3 rounds (A B C, C B A, A B C): a neighbour's load spike during one block cannot move the
@@ -440,12 +458,7 @@ def main(argv=None) -> int:
     reps = dict(min=3, max=6, budget=0.25) if args.quick else dict(min=6, max=60, budget=0.8)
 
     t0 = time.perf_counter()
-    print(f"# jaclab block benchmark{' (--quick: not for quoting)' if args.quick else ''}\n")
-    print("## Machine\n")
-    print(machine_report(), flush=True)
-    peaks = {dt: gemm_peak(DTYPES[dt], 6 if args.quick else 15) for dt in dtypes}
-    print("\nGEMM peak (jaclab `a @ b`, 1024³, best of reps): "
-          + ", ".join(f"{dt} {g:.1f} GFLOP/s" for dt, g in peaks.items()), flush=True)
+    peaks = print_header("block", dtypes, args.quick)
     all_rows, labels = [], {}
     for name in workloads:
         for dt in dtypes:

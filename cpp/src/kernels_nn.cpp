@@ -43,11 +43,13 @@ Array linear(const Array& x_in, const Array& W_in, const Array& b_in) {
 namespace {
 struct AttnDims {
   int64_t T, S, dh, dv, slices;
+  int64_t sq, sk, sv, so, sp;  // elements per slice of q, k, v, the output and P (T x S)
 };
 AttnDims attn_dims(const Array& q, const Array& k, const Array& v) {
   const int n = q.ndim();
-  AttnDims d{q.shape()[n - 2], k.shape()[n - 2], q.shape()[n - 1], v.shape()[n - 1], 0};
+  AttnDims d{q.shape()[n - 2], k.shape()[n - 2], q.shape()[n - 1], v.shape()[n - 1], 0, 0, 0, 0, 0, 0};
   d.slices = (d.T != 0 && d.dh != 0) ? q.numel() / (d.T * d.dh) : 0;
+  d.sq = d.T * d.dh, d.sk = d.S * d.dh, d.sv = d.S * d.dv, d.so = d.T * d.dv, d.sp = d.T * d.S;
   return d;
 }
 
@@ -181,7 +183,7 @@ bool attention_jvp(const Array& q_in, const Array& k_in, const Array& v_in, cons
   dispatch_float(q.dtype(), [&](auto z) {
     using T = decltype(z);
     const T scale = T(1) / std::sqrt(T(d.dh));
-    const int64_t G = group_slices(d), sq = d.T * d.dh, sk = d.S * d.dh, sv = d.S * d.dv, so = d.T * d.dv, sp = d.T * d.S;
+    const int64_t G = group_slices(d), sq = d.sq, sk = d.sk, sv = d.sv, so = d.so, sp = d.sp;
     Array P_buf = Array::empty({G * sp}, q.dtype()), dS_buf = Array::empty({G * sp}, q.dtype());
     T *P = P_buf.data<T>(), *dS = dS_buf.data<T>();
     for (int64_t s = 0; s < d.slices; s += G) {
@@ -230,7 +232,7 @@ bool attention_vjp(const Array& q_in, const Array& k_in, const Array& v_in, cons
   dispatch_float(q.dtype(), [&](auto z) {
     using T = decltype(z);
     const T scale = T(1) / std::sqrt(T(d.dh));
-    const int64_t G = group_slices(d), sq = d.T * d.dh, sk = d.S * d.dh, sv = d.S * d.dv, so = d.T * d.dv, sp = d.T * d.S;
+    const int64_t G = group_slices(d), sq = d.sq, sk = d.sk, sv = d.sv, so = d.so, sp = d.sp;
     Array P_buf = Array::empty({G * sp}, q.dtype()), gS_buf = Array::empty({G * sp}, q.dtype());
     T *P = P_buf.data<T>(), *gS = gS_buf.data<T>();
     for (int64_t s = 0; s < d.slices; s += G) {
