@@ -2,6 +2,8 @@
 and the same bits at any thread count."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,20 @@ def test_thread_count_does_not_change_the_bits(threads):
 def test_set_num_threads_rejects_non_positive():
     with pytest.raises(ValueError, match="n >= 1"):
         jl.set_num_threads(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_pool_works_in_a_forked_child(threads):
+    """A forked child has none of the parent's pool threads: it must start its own, not hang."""
+    jl.set_num_threads(2)
+    a = np.random.default_rng(1).standard_normal(1 << 19)
+    np.testing.assert_allclose(np.asarray(jl.tanh(jl.array(a))), np.tanh(a), rtol=1e-14, atol=1e-15)  # pool up
+    pid = os.fork()
+    if pid == 0:  # child: exit code 0 only if the split loop ran and was right
+        ok = False
+        try:
+            ok = np.allclose(np.asarray(jl.tanh(jl.array(a))), np.tanh(a), rtol=1e-14, atol=1e-15)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
