@@ -7,10 +7,11 @@ API. Arrays go in as NumPy arrays or ``jl.Tensor`` and come out as ``jl.Tensor``
 import os as _os
 
 # OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after every GEMM by default, holding a
-# core that the elementwise loops between two GEMMs need (jaclab.set_num_threads). 2^4 cycles
-# makes them sleep at once; waking them costs a few µs per GEMM. OpenBLAS reads this when it
-# loads (the next import), so a value the user set wins, and it must be set before.
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# core that the elementwise loops between two GEMMs need (jaclab.set_num_threads). 2^18 cycles
+# (~0.1 ms) keeps them awake across the short gaps between the GEMMs of one block (waking a
+# sleeping thread costs tens of µs on a VM) but lets them sleep through longer elementwise work.
+# OpenBLAS reads this when it loads (the next import): a value the user set wins.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 
 # Load the BLAS shared library first: the extension finds it through this import when it is
 # not in its installed place (editable installs).
