@@ -298,3 +298,5 @@ def test_release_to_numpy_only_takes_unshared_tensors():
     view = jl.reshape(u, (2, 3))  # shares u's memory
     assert jl._core._release_to_numpy(u) is None
     assert np.array_equal(np.asarray(view), [[0, 2, 4], [6, 8, 10]])
+    frozen = np.asarray(jl.array(np.arange(3.0)) * 1.0)  # read-only memory of another tensor
+    assert jl._core._release_to_numpy(jl.array(frozen)) is None  # a wrap: never handed out writable

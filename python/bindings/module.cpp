@@ -118,6 +118,7 @@ PYBIND11_MODULE(_core, m) {
         Tensor& t = obj.cast<Tensor&>();
         const Array& a = t.value();
         if (a.device().type != DeviceType::CPU || !a.is_contiguous() || !is_float(a.dtype()) ||
+            !a.storage()->own_block ||  // engine memory only: a wrapped array may alias someone's
             t.impl_ptr().use_count() != 1 || a.storage().use_count() != 1 || t.requires_grad() || t.has_tangents())
           return py::none();
         auto* keep = new Array(a);  // owned by the array's base capsule
