@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -19,13 +20,22 @@ struct Job {
   const std::function<void(int64_t, int64_t)>* fn;
   int64_t n, chunk, n_chunks;
   std::atomic<int64_t> next{0};  // next chunk to claim
+  std::mutex error_mu;
+  std::exception_ptr error;  // the first exception of any chunk, rethrown to the caller
 };
 
-// Claims and runs chunks until none is left.
+// Claims and runs chunks until none is left. An exception ends the job (no chunk is claimed after
+// it) instead of escaping a worker thread, which would terminate the process.
 void run_chunks(Job& job) {
   for (int64_t c; (c = job.next.fetch_add(1, std::memory_order_relaxed)) < job.n_chunks;) {
     const int64_t begin = c * job.chunk;
-    (*job.fn)(begin, std::min(job.n, begin + job.chunk));
+    try {
+      (*job.fn)(begin, std::min(job.n, begin + job.chunk));
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(job.error_mu);
+      if (!job.error) job.error = std::current_exception();
+      job.next.store(job.n_chunks);
+    }
   }
 }
 
@@ -133,7 +143,8 @@ void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64
   job.n = n;
   job.chunk = (n + n_chunks - 1) / n_chunks;
   job.n_chunks = (n + job.chunk - 1) / job.chunk;
-  if (!p->run(job)) fn(0, n);
+  if (!p->run(job)) return fn(0, n);
+  if (job.error) std::rethrow_exception(job.error);
 }
 
 }  // namespace jaclab::parallel

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -66,6 +67,18 @@ TEST(Parallel, ConcurrentCallersEachGetAllTheirIndices) {
   a.join();
   b.join();
   EXPECT_TRUE(ok.load());
+}
+
+TEST(Parallel, AnExceptionInAChunkReachesTheCaller) {
+  ThreadCount tc(2);
+  for (int rep = 0; rep < 20; ++rep)  // whichever thread runs the failing chunk
+    EXPECT_THROW(parallel::for_range(1000, 10,
+                                     [&](int64_t b, int64_t) {
+                                       if (b >= 500) throw std::runtime_error("chunk failed");
+                                     }),
+                 std::runtime_error);
+  std::vector<int> hits = visits(1000, 10);  // the pool still works afterwards
+  for (int h : hits) EXPECT_EQ(h, 1);
 }
 
 TEST(Parallel, KernelsGiveTheSameBitsAtAnyThreadCount) {
