@@ -163,6 +163,101 @@ Array layer_norm(const Array& x_in, const Array& g_in, const Array& b_in, double
   return y;
 }
 
+// Per row r: the mean and rstd of x_r (accumulated in double, as the forward).
+template <class T>
+void ln_row_stats(const T* xr, int64_t d, double eps, double& mu, double& rstd) {
+  double m = 0, v = 0;
+  for (int64_t j = 0; j < d; ++j) m += xr[j];
+  m /= d;
+  for (int64_t j = 0; j < d; ++j) v += (xr[j] - m) * (xr[j] - m);
+  mu = m, rstd = 1.0 / std::sqrt(v / d + eps);
+}
+
+bool layer_norm_jvp(const Array& x_in, const Array& g_in, const Array* dx, const Array* dg, const Array* db, double eps,
+                    Array& y_dot) {
+  if (DeviceBackend* be = backend_for("layer_norm", {&x_in, &g_in, dx, dg, db}))
+    return be->layer_norm_jvp(x_in, g_in, dx, dg, db, eps, y_dot);
+  const int64_t d = x_in.shape().back();
+  if ((dx && dx->shape() != x_in.shape()) || (dg && dg->shape() != g_in.shape()) || (db && db->shape() != g_in.shape()))
+    return false;  // tangents shared across rows (broadcast): the composite rule
+  Array x = x_in.contiguous(), g = g_in.contiguous();
+  Array tx = dx ? dx->contiguous() : Array(), tg = dg ? dg->contiguous() : Array(), tb = db ? db->contiguous() : Array();
+  const int64_t rows = d ? x.numel() / d : 0;
+  y_dot = Array::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T *xp = x.data<T>(), *gp = g.data<T>(), *txp = dx ? tx.data<T>() : nullptr;
+    const T *tgp = dg ? tg.data<T>() : nullptr, *tbp = db ? tb.data<T>() : nullptr;
+    T* yp = y_dot.data<T>();
+    parallel::for_range(rows, std::max<int64_t>(1, parallel::kGrainCheap / std::max<int64_t>(1, 6 * d)),
+                        [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* xr = xp + r * d;
+        T* yr = yp + r * d;
+        double mu, rstd;
+        ln_row_stats(xr, d, eps, mu, rstd);
+        double m1 = 0, m2 = 0;  // mean(dx), mean(xhat dx)
+        if (txp) {
+          const T* tr = txp + r * d;
+          for (int64_t j = 0; j < d; ++j) {
+            m1 += tr[j];
+            m2 += (xr[j] - mu) * rstd * tr[j];
+          }
+          m1 /= d, m2 /= d;
+        }
+        for (int64_t j = 0; j < d; ++j) {
+          const T xh = static_cast<T>((xr[j] - mu) * rstd);
+          T t = txp ? static_cast<T>(rstd * (txp[r * d + j] - m1 - xh * m2)) * gp[j] : T(0);
+          if (tgp) t += xh * tgp[j];
+          if (tbp) t += tbp[j];
+          yr[j] = t;
+        }
+      }
+    });
+  });
+  return true;
+}
+
+bool layer_norm_vjp(const Array& x_in, const Array& g_in, const Array& gy_in, double eps, Array* gx, Array* gg_rows) {
+  if (DeviceBackend* be = backend_for("layer_norm", {&x_in, &g_in, &gy_in}))
+    return be->layer_norm_vjp(x_in, g_in, gy_in, eps, gx, gg_rows);
+  if (gy_in.shape() != x_in.shape()) return false;  // a batch of cotangents: the composite rule
+  const int64_t d = x_in.shape().back();
+  Array x = x_in.contiguous(), g = g_in.contiguous(), gy = gy_in.contiguous();
+  const int64_t rows = d ? x.numel() / d : 0;
+  if (gx) *gx = Array::empty(x.shape(), x.dtype());
+  if (gg_rows) *gg_rows = Array::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T *xp = x.data<T>(), *gp = g.data<T>(), *gyp = gy.data<T>();
+    T* gxp = gx ? gx->data<T>() : nullptr;
+    T* ggp = gg_rows ? gg_rows->data<T>() : nullptr;
+    parallel::for_range(rows, std::max<int64_t>(1, parallel::kGrainCheap / std::max<int64_t>(1, 6 * d)),
+                        [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T *xr = xp + r * d, *gr = gyp + r * d;
+        double mu, rstd;
+        ln_row_stats(xr, d, eps, mu, rstd);
+        if (ggp)
+          for (int64_t j = 0; j < d; ++j) ggp[r * d + j] = gr[j] * static_cast<T>((xr[j] - mu) * rstd);
+        if (!gxp) continue;
+        double m1 = 0, m2 = 0;  // mean(gxh), mean(gxh xhat)
+        for (int64_t j = 0; j < d; ++j) {
+          const double gxh = static_cast<double>(gr[j]) * gp[j];
+          m1 += gxh;
+          m2 += gxh * (xr[j] - mu) * rstd;
+        }
+        m1 /= d, m2 /= d;
+        for (int64_t j = 0; j < d; ++j) {
+          const T xh = static_cast<T>((xr[j] - mu) * rstd);
+          gxp[r * d + j] = static_cast<T>(rstd * (gr[j] * gp[j] - m1 - xh * m2));
+        }
+      }
+    });
+  });
+  return true;
+}
+
 // Fused on the CPU too: per group of slices, P and the tangent (or cotangent) of the scores share
 // two group-sized buffers, instead of the composition's (B, H, T, S) intermediates.
 //   jvp  dS = (dq k^T + q dk^T) scale; o_dot = [P (dS - rowsum(P dS))] v + P dv

@@ -45,6 +45,11 @@ struct DeviceBackend {
                              const Array* dv, bool causal, Array& o, Array& o_dot) = 0;
   virtual bool attention_vjp(const Array& q, const Array& k, const Array& v, const Array& o, const Array& g,
                              bool causal, Array* gq, Array* gk, Array* gv) = 0;
+  // Fused first-order layer_norm rules (see kernels::layer_norm_jvp / vjp); none by default.
+  virtual bool layer_norm_jvp(const Array&, const Array&, const Array*, const Array*, const Array*, double, Array&) {
+    return false;
+  }
+  virtual bool layer_norm_vjp(const Array&, const Array&, const Array&, double, Array*, Array*) { return false; }
 };
 
 namespace kernels {

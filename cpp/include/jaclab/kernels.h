@@ -61,5 +61,14 @@ bool attention_vjp(const Array& q, const Array& k, const Array& v, const Array& 
                    Array* gq, Array* gk, Array* gv);
 // (x - mean) / sqrt(var + eps) * g + b over the last axis (biased variance).
 Array layer_norm(const Array& x, const Array& g, const Array& b, double eps);
+// Fused first-order layer_norm rules (CPU; false on a device without them, or for tangents or
+// cotangents not of the full shape: the caller then uses the composite rules). With
+// xhat = (x - mean) rstd per row and means over the last axis:
+//   jvp  y_dot = rstd (dx - mean(dx) - xhat mean(xhat dx)) g + xhat dg + db   (nullptr = zero)
+//   vjp  gx = rstd (gxh - mean(gxh) - xhat mean(gxh xhat)), gxh = gy g;  gg_rows = gy xhat
+//        (per row, the caller sums it over rows; nullptr = not wanted)
+bool layer_norm_jvp(const Array& x, const Array& g, const Array* dx, const Array* dg, const Array* db, double eps,
+                    Array& y_dot);
+bool layer_norm_vjp(const Array& x, const Array& g, const Array& gy, double eps, Array* gx, Array* gg_rows);
 
 }  // namespace jaclab::kernels

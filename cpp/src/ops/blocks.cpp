@@ -21,6 +21,12 @@ Tensor add_opt(const Tensor& a, const Tensor& b) {
 // must itself be differentiable.
 Tensor rule_input(const VjpContext& c, size_t i) { return c.differentiable ? c.in(i) : c.in(i).detach(); }
 Tensor mT(const Tensor& x) { return swapaxes(x, -1, -2); }
+bool all_constant(std::initializer_list<Tensor> ts) {
+  for (const Tensor& t : ts)
+    if (t.defined() && (t.requires_grad() || t.has_tangents())) return false;
+  return true;
+}
+const Array* value_or_null(const Tensor& t) { return t.defined() ? &t.value() : nullptr; }
 }  // namespace
 
 // ---- linear: y = x W + b ------------------------------------------------------------------------
@@ -83,6 +89,13 @@ Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, double eps)
   return make_op(
       "layer_norm", {x, g, b}, kernels::layer_norm(x.value(), g.value(), b.value(), eps),
       [eps](const JvpContext& c) {
+        // First order (nothing downstream differentiates the tangent again): one fused pass.
+        if (!c.batch && all_constant({c.in(0), c.in(1), c.t(0), c.t(1), c.t(2)})) {
+          Array t;
+          if (kernels::layer_norm_jvp(c.in(0).value(), c.in(1).value(), value_or_null(c.t(0)), value_or_null(c.t(1)),
+                                      value_or_null(c.t(2)), eps, t))
+            return Tensor(t);
+        }
         LnStats s = ln_stats(c.in(0), eps);
         Tensor t;
         if (c.t(0).defined()) {
@@ -94,6 +107,13 @@ Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, double eps)
         return add_opt(t, c.t(2));
       },
       [eps](const VjpContext& c) {
+        if (!c.differentiable && !c.batch) {  // first order: one fused pass
+          Array gx, gg;
+          if (kernels::layer_norm_vjp(c.in(0).value(), c.in(1).value(), c.g.value(), eps, c.needs[0] ? &gx : nullptr,
+                                      c.needs[1] ? &gg : nullptr))
+            return Grads{c.needs[0] ? Tensor(gx) : Tensor(), c.needs[1] ? Tensor(gg) : Tensor(),
+                         c.needs[2] ? c.g : Tensor()};
+        }
         LnStats s = ln_stats(rule_input(c, 0), eps);
         Tensor gx;
         if (c.needs[0]) {
@@ -114,12 +134,6 @@ Tensor attention_probs(const Tensor& q, const Tensor& k, bool causal) {
   if (causal) s = add(s, Tensor(kernels::causal_mask(q.shape()[n - 2], k.shape()[n - 2], q.dtype(), q.device())));
   return softmax(s, -1);
 }
-bool all_constant(std::initializer_list<Tensor> ts) {
-  for (const Tensor& t : ts)
-    if (t.defined() && (t.requires_grad() || t.has_tangents())) return false;
-  return true;
-}
-const Array* value_or_null(const Tensor& t) { return t.defined() ? &t.value() : nullptr; }
 // The one jvp level carried by these inputs when they are otherwise plain (no graph, no other
 // level); -1 when there is none or more than one.
 int single_plain_level(std::initializer_list<Tensor> ts) {
