@@ -68,13 +68,20 @@ void copy_typed(const Array& src, Array& dst) {
       }
     return;
   }
-  for (int64_t i0 = 0; i0 < a.n[0]; ++i0)
-    for (int64_t i1 = 0; i1 < a.n[1]; ++i1)
-      for (int64_t i2 = 0; i2 < a.n[2]; ++i2) {
-        const In* xp = x + i0 * a.s[0] + i1 * a.s[1] + i2 * a.s[2];
-        Out* yp = y + i0 * b.s[0] + i1 * b.s[1] + i2 * b.s[2];
-        for (int64_t i3 = 0; i3 < a.n[3]; ++i3) yp[i3 * b.s[3]] = static_cast<Out>(xp[i3 * a.s[3]]);
-      }
+  // Rows of the innermost axis, r = (i0, i1, i2) flattened, split over the pool.
+  const int64_t n3 = a.n[3], rows = a.n[0] * a.n[1] * a.n[2];
+  if (n3 == 0) return;
+  parallel::for_range(rows, std::max<int64_t>(1, parallel::kGrainCheap / n3), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i2 = r % a.n[2], i1 = (r / a.n[2]) % a.n[1], i0 = r / (a.n[2] * a.n[1]);
+      const In* xp = x + i0 * a.s[0] + i1 * a.s[1] + i2 * a.s[2];
+      Out* yp = y + i0 * b.s[0] + i1 * b.s[1] + i2 * b.s[2];
+      if (a.s[3] == 1 && b.s[3] == 1)
+        for (int64_t i3 = 0; i3 < n3; ++i3) yp[i3] = static_cast<Out>(xp[i3]);
+      else
+        for (int64_t i3 = 0; i3 < n3; ++i3) yp[i3 * b.s[3]] = static_cast<Out>(xp[i3 * a.s[3]]);
+    }
+  });
 }
 
 template <class T>

@@ -141,9 +141,12 @@ void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64
   Job job;
   job.fn = &fn;
   job.n = n;
-  job.chunk = (n + n_chunks - 1) / n_chunks;
+  // Chunks start at multiples of 64 items: a vectorised loop then meets the same lane alignment
+  // in every chunk as in one serial pass, so results are bit-identical at any thread count
+  // (SIMD and scalar-remainder variants of tanh/exp round differently).
+  job.chunk = ((n + n_chunks - 1) / n_chunks + 63) / 64 * 64;
   job.n_chunks = (n + job.chunk - 1) / job.chunk;
-  if (!p->run(job)) return fn(0, n);
+  if (job.n_chunks < 2 || !p->run(job)) return fn(0, n);
   if (job.error) std::rethrow_exception(job.error);
 }
 

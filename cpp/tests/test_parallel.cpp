@@ -85,14 +85,17 @@ TEST(Parallel, KernelsGiveTheSameBitsAtAnyThreadCount) {
   // Large enough to be split: unary (transcendental and cheap), same-shape, scalar and broadcast
   // binaries, affine.
   using jltest::random_tensor;
-  Tensor x = random_tensor({96, 1031}, 1);
-  Tensor y = random_tensor({96, 1031}, 2);
+  // Large enough (> 2 x 256K elements) that the cheap loops are split too.
+  Tensor x = random_tensor({520, 1031}, 1);
+  Tensor y = random_tensor({520, 1031}, 2);
   Tensor row = random_tensor({1031}, 3);
-  Tensor col = add_scalar(random_tensor({96, 1}, 4, DType::Float32), 3.0);  // no division by ~0
-  Tensor x32 = random_tensor({96, 1031}, 5, DType::Float32);
+  Tensor col = add_scalar(random_tensor({520, 1}, 4, DType::Float32), 3.0);  // no division by ~0
+  Tensor x32 = random_tensor({520, 1031}, 5, DType::Float32);
   auto run = [&] {
     return std::vector<Tensor>{tanh(x), square(x), mul(x, y), add(x, row), sub(row, x), div(x32, col),
-                               scale(x, 0.5), add_scalar(x32, 2.0), mul(x, scalar_like(x, 3.0))};
+                               scale(x, 0.5), add_scalar(x32, 2.0), mul(x, scalar_like(x, 3.0)),
+                               reshape(transpose(x), {-1}),  // tiled transposing copy
+                               reshape(permute(reshape(x, {20, 26, 1031}), {1, 0, 2}), {-1})};  // row copies
   };
   std::vector<Tensor> serial;
   {

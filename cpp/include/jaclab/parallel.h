@@ -5,7 +5,8 @@
 // worker that is slow to wake (its core busy) costs nothing: the caller takes the remaining
 // chunks itself. Workers sleep on a condition variable between jobs and never spin, so they do
 // not compete with OpenBLAS's threads for the cores. Runs serially when n < 2 * grain, with one
-// thread, from inside a worker, or while another thread's job holds the pool.
+// thread, from inside a worker, or while another thread's job holds the pool. Chunks are whole
+// multiples of 64 items, so vectorised loops split this way give the same bits as one pass.
 #pragma once
 #include <cstdint>
 #include <functional>
