@@ -109,6 +109,21 @@ void softmax_jvp_rows(const T* P, T* X, const AttnDims& d, int64_t n, T alpha) {
     for (int64_t j = 0; j < d.S; ++j) x[j] = p[j] * (x[j] - mu) * alpha;
   });
 }
+
+// The loop all three kernels share: body(s, n, P) for each group of n slices starting at slice
+// s, with P (n x T x S) that group's probabilities, in one group-sized scratch buffer (from the
+// block cache: no page faults). Slice i of an operand starts at i * d.sq (q), d.sk (k), etc.
+template <class T, class F>
+void for_slice_groups(const Array& q, const Array& k, const AttnDims& d, bool causal, F&& body) {
+  const int64_t G = group_slices(d);
+  Array P_buf = Array::empty({G * d.sp}, q.dtype());
+  T* P = P_buf.data<T>();
+  for (int64_t s = 0; s < d.slices; s += G) {
+    const int64_t n = std::min(G, d.slices - s);
+    attention_probs<T>(q.data<T>() + s * d.sq, k.data<T>() + s * d.sk, d, n, causal, T(1) / std::sqrt(T(d.dh)), P);
+    body(s, n, P);
+  }
+}
 }  // namespace
 
 Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool causal) {
@@ -120,17 +135,10 @@ Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool ca
   Array out = Array::empty(out_shape, q.dtype());
   dispatch_float(q.dtype(), [&](auto z) {
     using T = decltype(z);
-    const int64_t G = group_slices(d);
-    Array P_buf = Array::empty({G * d.T * d.S}, q.dtype());  // from the block cache: no page faults
-    T* P = P_buf.data<T>();
-    for (int64_t s = 0; s < d.slices; s += G) {
-      const int64_t n = std::min(G, d.slices - s);
-      attention_probs<T>(q.data<T>() + s * d.T * d.dh, k.data<T>() + s * d.S * d.dh, d, n, causal,
-                         T(1) / std::sqrt(T(d.dh)), P);
-      slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, d.T * d.S,
-                     v.data<T>() + s * d.S * d.dv, d.dv, d.S * d.dv, T(0), out.data<T>() + s * d.T * d.dv, d.dv,
-                     d.T * d.dv, n);  // P v
-    }
+    for_slice_groups<T>(q, k, d, causal, [&](int64_t s, int64_t n, const T* P) {
+      slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, d.sp, v.data<T>() + s * d.sv, d.dv,
+                     d.sv, T(0), out.data<T>() + s * d.so, d.dv, d.so, n);  // P v
+    });
   });
   return out;
 }
@@ -278,14 +286,12 @@ bool attention_jvp(const Array& q_in, const Array& k_in, const Array& v_in, cons
   dispatch_float(q.dtype(), [&](auto z) {
     using T = decltype(z);
     const T scale = T(1) / std::sqrt(T(d.dh));
-    const int64_t G = group_slices(d), sq = d.sq, sk = d.sk, sv = d.sv, so = d.so, sp = d.sp;
-    Array P_buf = Array::empty({G * sp}, q.dtype()), dS_buf = Array::empty({G * sp}, q.dtype());
-    T *P = P_buf.data<T>(), *dS = dS_buf.data<T>();
-    for (int64_t s = 0; s < d.slices; s += G) {
-      const int64_t n = std::min(G, d.slices - s);
+    const int64_t sq = d.sq, sk = d.sk, sv = d.sv, so = d.so, sp = d.sp;
+    Array dS_buf = Array::empty({group_slices(d) * sp}, q.dtype());
+    T* dS = dS_buf.data<T>();
+    for_slice_groups<T>(q, k, d, causal, [&](int64_t s, int64_t n, const T* P) {
       const T *qs = q.data<T>() + s * sq, *ks = k.data<T>() + s * sk, *vs = v.data<T>() + s * sv;
       T *os = o.data<T>() + s * so, *ts = o_dot.data<T>() + s * so;
-      attention_probs<T>(qs, ks, d, n, causal, scale, P);
       slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, sp, vs, d.dv, sv, T(0), os, d.dv,
                      so, n);  // o = P v
       T beta = T(0);
@@ -306,7 +312,7 @@ bool attention_jvp(const Array& q_in, const Array& k_in, const Array& v_in, cons
                        d.dv, sv, beta, ts, d.dv, so, n);
       else if (beta == T(0))
         std::fill(ts, ts + n * so, T(0));
-    }
+    });
   });
   return true;
 }
@@ -327,18 +333,16 @@ bool attention_vjp(const Array& q_in, const Array& k_in, const Array& v_in, cons
   dispatch_float(q.dtype(), [&](auto z) {
     using T = decltype(z);
     const T scale = T(1) / std::sqrt(T(d.dh));
-    const int64_t G = group_slices(d), sq = d.sq, sk = d.sk, sv = d.sv, so = d.so, sp = d.sp;
-    Array P_buf = Array::empty({G * sp}, q.dtype()), gS_buf = Array::empty({G * sp}, q.dtype());
-    T *P = P_buf.data<T>(), *gS = gS_buf.data<T>();
-    for (int64_t s = 0; s < d.slices; s += G) {
-      const int64_t n = std::min(G, d.slices - s);
+    const int64_t sq = d.sq, sk = d.sk, sv = d.sv, so = d.so, sp = d.sp;
+    Array gS_buf = Array::empty({group_slices(d) * sp}, q.dtype());
+    T* gS = gS_buf.data<T>();
+    for_slice_groups<T>(q, k, d, causal, [&](int64_t s, int64_t n, const T* P) {
       const T *qs = q.data<T>() + s * sq, *ks = k.data<T>() + s * sk, *vs = v.data<T>() + s * sv;
       const T* gs = g.data<T>() + s * so;
-      attention_probs<T>(qs, ks, d, n, causal, scale, P);
       if (gv)
         slice_gemms<T>(CblasTrans, CblasNoTrans, d.S, d.dv, d.T, T(1), P, d.S, sp, gs, d.dv, so, T(0),
                        gv->data<T>() + s * sv, d.dv, sv, n);  // P^T g
-      if (!gq && !gk) continue;
+      if (!gq && !gk) return;
       slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dv, T(1), gs, d.dv, so, vs, d.dv, sv, T(0), gS, d.S,
                      sp, n);  // g v^T
       softmax_jvp_rows<T>(P, gS, d, n, scale);
@@ -348,7 +352,7 @@ bool attention_vjp(const Array& q_in, const Array& k_in, const Array& v_in, cons
       if (gk)
         slice_gemms<T>(CblasTrans, CblasNoTrans, d.S, d.dh, d.T, T(1), gS, d.S, sp, qs, d.dh, sq, T(0),
                        gk->data<T>() + s * sk, d.dh, sk, n);
-    }
+    });
   });
   return true;
 }
