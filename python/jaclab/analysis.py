@@ -66,6 +66,51 @@ def _batch_tensor(x):
 _CHUNK_ELEMENTS = 1 << 20  # tangent elements per batched forward pass (8 MB in float64; larger was slower)
 
 
+def _basis_sweeps(fn, xt, mode: str, chunk_size: int | None = None):
+    """Per-sample Jacobians of ``fn: (B, *in) -> (B, *out)`` at the tensor ``xt``, a chunk of
+    basis directions per pass. Returns ``(use_rev, out_shape, dtype, sweeps)``; ``sweeps``
+    yields ``(start, K, t)`` with ``t`` a ``(K, B, n)`` tensor: rows ``start .. start+K-1`` of
+    every sample's Jacobian (reverse: cotangent e_i in every sample, n = n_in), or its columns
+    (forward: one tangent e_j shared by all samples, so a weight's first product is done once;
+    n = n_out). "auto" takes forward mode when ``n_in <= n_out``. Passes carry ~1M elements
+    unless ``chunk_size`` says how many directions; where ``fn`` cannot carry a batch of
+    directions (attention), one direction per pass."""
+    B, in_shape = xt.shape[0], tuple(xt.shape[1:])
+    n_in = int(np.prod(in_shape))
+    (out,), pullback = _core.vjp_flat(lambda xs: [fn(xs[0])], [xt])  # one recorded forward pass
+    if out.shape[0] != B:
+        raise ValueError(f"per_sample_jacobian: output batch {out.shape[0]} != input batch {B}")
+    full_out = tuple(out.shape)
+    n_out = int(np.prod(full_out[1:]))
+    dtype = np.dtype(out.dtype)
+    use_rev = mode == "rev" or (mode == "auto" and n_out < n_in)
+    n_dir = n_out if use_rev else n_in
+    chunk = chunk_size or max(1, min(n_dir, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
+
+    def rows(start, K, batched):
+        C = np.zeros((K, B, n_out), dtype)
+        C[np.arange(K), :, start + np.arange(K)] = 1.0
+        if batched:
+            (g,) = pullback([_transforms.batched_array(C.reshape((K,) + full_out))], K)
+        else:
+            g = _core.array(np.stack([_host(pullback([_core.array(C[k].reshape(full_out))])[0]) for k in range(K)]))
+        return _core.reshape(g, (K, B, n_in))
+
+    def cols(start, K, batched):
+        T = np.zeros((K, 1, n_in), np.dtype(xt.dtype))
+        T[np.arange(K), 0, start + np.arange(K)] = 1.0
+        if batched:
+            flat = lambda xs: [fn(xs[0])]  # noqa: E731
+            (tout,) = _core.jvp_flat(flat, [xt], [_transforms.batched_array(T.reshape((K, 1) + in_shape))], K)[1]
+        else:
+            tout = _core.array(np.stack([
+                _host(jvp(fn, (xt,), (np.broadcast_to(T[k], (B, n_in)).reshape((B,) + in_shape),))[1])
+                for k in range(K)]))
+        return _core.reshape(tout, (K, B, n_out))
+
+    return use_rev, full_out[1:], dtype, _transforms.in_chunks(n_dir, chunk, rows if use_rev else cols)
+
+
 def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None) -> np.ndarray:
     """Per-sample Jacobian of a batch function ``fn: (B, *in) -> (B, *out)``.
 
@@ -90,65 +135,28 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
         raise ValueError(f"per_sample_jacobian: chunk_size must be a positive int, got {chunk_size!r}")
     B, in_shape = x.shape[0], x.shape[1:]
     n_in = int(np.prod(in_shape))
-    (out,), pullback = _core.vjp_flat(lambda xs: [fn(xs[0])], [xt])  # one recorded forward pass
-    out_shape, out_dtype = tuple(out.shape[1:]), out.dtype
-    if out.shape[0] != B:
-        raise ValueError(f"per_sample_jacobian: output batch {out.shape[0]} != input batch {B}")
+    use_rev, out_shape, dtype, sweeps = _basis_sweeps(fn, xt, mode, chunk_size)
     n_out = int(np.prod(out_shape))
-    use_rev = mode == "rev" or (mode == "auto" and n_out < n_in)
-    full_out = (B,) + out_shape
-    dtype = np.dtype(out_dtype)
+    n_dir = n_out if use_rev else n_in
     J = None
-    if use_rev:
-        # Batched reverse mode: K output coordinates per sweep (cotangent e_i in every sample).
-        chunk = chunk_size or max(1, min(n_out, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
-
-        def rows(start, K, batched):
-            C = np.zeros((K, B, n_out), dtype)
-            C[np.arange(K), :, start + np.arange(K)] = 1.0
-            if batched:
-                (g,) = pullback([_transforms.batched_array(C.reshape((K,) + full_out))], K)
-            else:
-                g = _core.array(np.stack([_host(pullback([_core.array(C[k].reshape(full_out))])[0])
-                                          for k in range(K)]))
-            # (K, B, n_in) -> (B, K, n_in), copied by the engine (rows of n_in stay contiguous).
-            return _core.reshape(_core.transpose(_core.reshape(g, (K, B, n_in)), (1, 0, 2)), (B, K * n_in)).to("cpu")
-
-        for start, K, r in _transforms.in_chunks(n_out, chunk, rows):
-            if start == 0 and K == n_out:  # one sweep did all rows: its memory becomes J
-                J = _core._release_to_numpy(r)  # None if something else holds r
-                if J is not None:
-                    J = J.reshape(B, n_out, n_in)
-                    break
-            if J is None:
-                J = _prefaulted((B, n_out, n_in), dtype)
-            J[:, start:start + K, :] = np.asarray(r).reshape(B, K, n_in)
-    else:
-        chunk = chunk_size or max(1, min(n_in, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
-        flat = lambda xs: [fn(xs[0])]  # noqa: E731
-
-        def cols(start, K, batched):
-            # The same basis vector e_j for every sample: shape (K, 1, *in), so the first product
-            # against a weight is done once, not once per sample.
-            T = np.zeros((K, 1, n_in), x.dtype)
-            T[np.arange(K), 0, start + np.arange(K)] = 1.0
-            if batched:
-                (tout,) = _core.jvp_flat(flat, [xt], [_transforms.batched_array(T.reshape((K, 1) + tuple(in_shape)))], K)[1]
-            else:
-                tout = _core.array(np.stack([
-                    _host(jvp(fn, (xt,), (np.broadcast_to(T[k], (B, n_in)).reshape(x.shape),))[1]) for k in range(K)]))
-            # (K, B, n_out) -> (B, n_out, K) by the engine's tiled transposing copy (NumPy's copy
-            # of this transpose is ~5x slower).
-            t = _core.transpose(_core.reshape(tout, (K, B * n_out)), None)
-            return _core.reshape(t, (B, n_out, K)).to("cpu")
-
-        for start, K, c in _transforms.in_chunks(n_in, chunk, cols):
-            if start == 0 and K == n_in:  # one pass did all columns: its memory becomes J
-                J = _core._release_to_numpy(c)  # None if something else holds c
-                if J is not None:
-                    break
-            if J is None:
-                J = _prefaulted((B, n_out, n_in), dtype)
+    for start, K, t in sweeps:
+        # rev: t (K, B, n_in) -> (B, K, n_in), rows stay contiguous; fwd: t (K, B, n_out) ->
+        # (B, n_out, K), the engine's tiled transposing copy (NumPy's is ~5x slower).
+        if use_rev:
+            c = _core.reshape(_core.transpose(t, (1, 0, 2)), (B, K * n_in)).to("cpu")
+        else:
+            c = _core.reshape(_core.transpose(_core.reshape(t, (K, B * n_out)), None), (B, n_out, K)).to("cpu")
+        del t
+        if start == 0 and K == n_dir:  # one pass did all directions: its memory becomes J
+            J = _core._release_to_numpy(c)  # None if something else holds c
+            if J is not None:
+                J = J.reshape(B, n_out, n_in)
+                break
+        if J is None:
+            J = _prefaulted((B, n_out, n_in), dtype)
+        if use_rev:
+            J[:, start:start + K, :] = np.asarray(c).reshape(B, K, n_in)
+        else:
             J[:, :, start:start + K] = np.asarray(c)
     return J.reshape((B,) + out_shape + tuple(in_shape))
 
@@ -356,39 +364,11 @@ def geometric_complexity(model, params, x, mode: str = "auto") -> float:
 
 
 def _jac_sq_sum(apply, params, x, mode="auto") -> float:
-    """``sum_b ||J_x f(x_b)||_F^2`` as a float (not differentiable; see ``_jac_sq_terms``):
-    batched sweeps carrying many basis directions at once, as in ``per_sample_jacobian``, with
-    the squares summed by the engine (in double) instead of forming the Jacobians."""
-    B = x.shape[0]
-    n_in = int(np.prod(x.shape[1:]))
-    (out,), pullback = _core.vjp_flat(lambda xs: [apply(params, xs[0])], [x])
-    n_out = int(np.prod(out.shape[1:]))
-    dtype = np.dtype(out.dtype)
-    rev = mode == "rev" or (mode == "auto" and n_out <= n_in)
-    n_dir = n_out if rev else n_in
-    chunk = max(1, min(n_dir, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
-
-    def sq_sum(start, K, batched):
-        if not batched:
-            raise _core.UnbatchableError("one direction per pass")  # -> the per-direction path
-        if rev:
-            C = np.zeros((K, B, n_out), dtype)
-            C[np.arange(K), :, start + np.arange(K)] = 1.0
-            (g,) = pullback([_transforms.batched_array(C.reshape((K,) + tuple(out.shape)))], K)
-        else:
-            T = np.zeros((K, 1, n_in), np.dtype(x.dtype))  # one basis vector shared by all samples
-            T[np.arange(K), 0, start + np.arange(K)] = 1.0
-            flat = lambda xs: [apply(params, xs[0])]  # noqa: E731
-            (g,) = _core.jvp_flat(flat, [x], [_transforms.batched_array(T.reshape((K, 1) + tuple(x.shape[1:])))], K)[1]
-        return float(_host(_core.sum(g * g)))
-
-    total = 0.0
-    try:
-        for _, _, s in _transforms.in_chunks(n_dir, chunk, sq_sum):
-            total += s
-    except _core.UnbatchableError:  # e.g. attention: one direction per pass, differentiable path
-        return float(np.sum(_host(_jac_sq_terms(apply, params, x, mode))))
-    return total
+    """``sum_b ||J_x f(x_b)||_F^2`` as a float (not differentiable; see ``_jac_sq_terms``): the
+    passes of ``per_sample_jacobian``, with the squares summed by the engine (in double)
+    instead of forming the Jacobians."""
+    _, _, _, sweeps = _basis_sweeps(lambda h: apply(params, h), x, mode)
+    return sum(float(_host(_core.sum(t * t))) for _, _, t in sweeps)
 
 
 def geometric_complexity_grad(model, params, x, mode: str = "auto"):
