@@ -77,3 +77,67 @@ def test_pool_works_in_a_forked_child(threads):
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+# ---- two GEMMs side by side (kernels::matmul_pair / matmul_pair_sum) ------------------------
+# The first-order product rules run their two GEMMs as one BLAS batch call when the BLAS has
+# exactly two threads and the GEMMs are big (>= 2^20 multiply-adds each) and of similar size.
+# These shapes take that path at 2 threads and the plain one at 1 and 3; every result is checked
+# against NumPy, and the fall-backs (unequal sizes, 1-D x, broadcast batch) are covered too.
+PAIR_CASES = [  # (x shape, W shape): x @ W and linear(x, W, b)
+    ((96, 128), (128, 112)),        # plain 2-D
+    ((3, 40, 128), (128, 96)),      # leading dims folded into the GEMM's rows
+    ((8, 128), (128, 128)),         # second GEMM 16x bigger than the first: falls back
+]
+
+
+def _np_mm(a, b):
+    return np.matmul(a.astype(np.float64), b.astype(np.float64))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", range(len(PAIR_CASES)))
+def test_product_rules_side_by_side_match_numpy(threads, n, dtype, case):
+    jl.set_num_threads(n)
+    xs, ws = PAIR_CASES[case]
+    rng = np.random.default_rng([n, case])
+    x, dx = (rng.standard_normal(xs).astype(dtype) for _ in range(2))
+    w, dw = (rng.standard_normal(ws).astype(dtype) for _ in range(2))
+    b, db = (rng.standard_normal(ws[1]).astype(dtype) for _ in range(2))
+    g = rng.standard_normal(xs[:-1] + ws[1:]).astype(dtype)
+    K, N = ws
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-4)
+
+    # JVP: dx W + x dW (matmul), + db (linear)
+    _, t = jl.jvp(lambda x, w: x @ w, (x, w), (dx, dw))
+    np.testing.assert_allclose(np.asarray(t), _np_mm(dx, w) + _np_mm(x, dw), **tol)
+    _, t = jl.jvp(jl.linear, (x, w, b), (dx, dw, db))
+    np.testing.assert_allclose(np.asarray(t), _np_mm(dx, w) + _np_mm(x, dw) + db, **tol)
+    # VJP: g W^T and x^T g (rows folded)
+    want_x, want_w = _np_mm(g, w.T), _np_mm(x.reshape(-1, K).T, g.reshape(-1, N))
+    for f in (lambda x, w: x @ w, lambda x, w: jl.linear(x, w, jl.array(b))):
+        _, pull = jl.vjp(f, x, w)
+        gx, gw = pull(g)
+        np.testing.assert_allclose(np.asarray(gx), want_x, **tol)
+        np.testing.assert_allclose(np.asarray(gw), want_w, **tol)
+    # HVP of 0.5 ||x W||^2 in W along dW: x^T x dW (the tangent-only weight-gradient products)
+    (hv,) = jl.hvp(lambda w: 0.5 * jl.sum(jl.square(jl.array(x) @ w)), (w,), (dw,))
+    xf = x.reshape(-1, K).astype(np.float64)
+    np.testing.assert_allclose(np.asarray(hv), xf.T @ (xf @ dw.astype(np.float64)), **tol)
+    # HVP through two layers (both factors of the weight gradient carry tangents): against the
+    # one-thread path, which multiplies in turn, and the symmetry <u, H v> = <v, H u>
+    w2 = (0.1 * rng.standard_normal((N, N))).astype(dtype)
+    dw2, u2 = (rng.standard_normal((N, N)).astype(dtype) for _ in range(2))
+    u = rng.standard_normal(ws).astype(dtype)
+    loss = lambda w, w2: 0.5 * jl.sum(jl.square(jl.tanh(jl.array(x) @ w) @ w2))  # noqa: E731
+    hvp_of = lambda t: [np.asarray(h).astype(np.float64) for h in jl.hvp(loss, (w, w2), t)]  # noqa: E731
+    h_v = hvp_of((dw, dw2))
+    h_u = hvp_of((u, u2))
+    jl.set_num_threads(1)
+    h_v1 = hvp_of((dw, dw2))
+    for got, want in zip(h_v, h_v1):
+        np.testing.assert_allclose(got, want, **tol)
+    dot = lambda a, b: sum(float(np.vdot(p, q)) for p, q in zip(a, b))  # noqa: E731
+    uv, vu = dot((u, u2), h_v), dot((dw, dw2), h_u)
+    assert abs(uv - vu) <= tol["rtol"] * 10 * max(abs(uv), 1.0)

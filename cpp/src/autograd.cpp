@@ -330,4 +330,10 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
   return result;
 }
 
+bool all_constant(std::initializer_list<Tensor> ts) {
+  for (const Tensor& t : ts)
+    if (t.defined() && (t.requires_grad() || t.has_tangents())) return false;
+  return true;
+}
+
 }  // namespace jaclab

@@ -40,6 +40,38 @@ void gemm_batch_strided(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64
                                   ldc, stride_c, count);
 }
 
+// One GEMM's operands (row-major C = op(A) op(B) + beta C), for gemm_pair.
+template <class T>
+struct GemmCall {
+  CBLAS_TRANSPOSE ta, tb;
+  int64_t M, N, K;
+  const T* A;
+  int64_t lda;
+  const T* B;
+  int64_t ldb;
+  T beta;
+  T* C;
+  int64_t ldc;
+};
+
+// Two independent GEMMs in one BLAS batch call: OpenBLAS runs them side by side, each on one
+// thread, where two GEMMs in turn would each be split over both threads.
+template <class T>
+void gemm_pair(const GemmCall<T>& x, const GemmCall<T>& y) {
+  CBLAS_TRANSPOSE ta[2] = {x.ta, y.ta}, tb[2] = {x.tb, y.tb};
+  blasint M[2] = {blasint(x.M), blasint(y.M)}, N[2] = {blasint(x.N), blasint(y.N)}, K[2] = {blasint(x.K), blasint(y.K)};
+  blasint lda[2] = {blasint(x.lda), blasint(y.lda)}, ldb[2] = {blasint(x.ldb), blasint(y.ldb)};
+  blasint ldc[2] = {blasint(x.ldc), blasint(y.ldc)}, sizes[2] = {1, 1};
+  T alpha[2] = {T(1), T(1)}, beta[2] = {x.beta, y.beta};
+  const T* A[2] = {x.A, y.A};
+  const T* B[2] = {x.B, y.B};
+  T* C[2] = {x.C, y.C};
+  if constexpr (std::is_same_v<T, float>)
+    JL_CBLAS(sgemm_batch)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2, sizes);
+  else
+    JL_CBLAS(dgemm_batch)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2, sizes);
+}
+
 // Whether `count` GEMMs of M x N x K go faster as one batched call than one after another.
 inline bool batch_pays(int64_t count, int64_t M, int64_t N, int64_t K) {
   return count >= 4 || (count >= 2 && M * N * K <= (int64_t{1} << 22));

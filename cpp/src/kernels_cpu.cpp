@@ -554,6 +554,92 @@ Array matmul(const Array& a_in, const Array& b_in, const Array* acc, Array* into
   return out.reshape_view(final_shape);
 }
 
+// ---- two products side by side ---------------------------------------------------------------
+namespace {
+// a (..., M, K) @ b (K, N) as one 2-D GEMM, a's leading dims folded into M.
+struct FoldedProduct {
+  Array a, b;
+  GemmLayout la, lb;
+  int64_t M = 0, N = 0, K = 0;
+  Shape out_shape;
+};
+
+bool fold_product(const Array& a_in, const Array& b_in, FoldedProduct& f) {
+  if (a_in.ndim() < 2 || b_in.ndim() != 2 || a_in.dtype() != b_in.dtype() || !is_float(a_in.dtype()) ||
+      a_in.device().type != DeviceType::CPU || b_in.device().type != DeviceType::CPU)
+    return false;
+  f.K = a_in.shape().back();
+  f.N = b_in.shape()[1];
+  if (b_in.shape()[0] != f.K || a_in.numel() == 0 || f.N == 0) return false;
+  f.M = a_in.numel() / f.K;
+  f.a = a_in.ndim() == 2 ? a_in : a_in.contiguous().reshape_view({f.M, f.K});
+  f.b = b_in;
+  f.la = gemm_layout(f.a);
+  if (!f.la.ok) { f.a = f.a.contiguous(); f.la = gemm_layout(f.a); }
+  f.lb = gemm_layout(f.b);
+  if (!f.lb.ok) { f.b = f.b.contiguous(); f.lb = gemm_layout(f.b); }
+  f.out_shape = a_in.shape();
+  f.out_shape.back() = f.N;
+  return true;
+}
+
+// Side by side pays on exactly two BLAS threads, for GEMMs big enough to be split at all and of
+// similar size (a small one would leave its core idle while the other finishes).
+bool pair_pays(const FoldedProduct& x, const FoldedProduct& y) {
+  const double fx = double(x.M) * x.N * x.K, fy = double(y.M) * y.N * y.K;
+  return blas::num_threads() == 2 && std::min(fx, fy) >= double(1 << 20) && std::min(fx, fy) >= 0.6 * std::max(fx, fy);
+}
+
+template <class T>
+detail::GemmCall<T> gemm_call(const FoldedProduct& f, T beta, Array& out) {
+  return {f.la.trans ? CblasTrans : CblasNoTrans, f.lb.trans ? CblasTrans : CblasNoTrans, f.M, f.N, f.K,
+          f.a.data<T>(), f.la.ld, f.b.data<T>(), f.lb.ld, beta, out.data<T>(), f.N};
+}
+}  // namespace
+
+bool matmul_pair(const Array& a1, const Array& b1, const Array& a2, const Array& b2, Array& p1, Array& p2) {
+  FoldedProduct x, y;
+  if (!fold_product(a1, b1, x) || !fold_product(a2, b2, y) || x.a.dtype() != y.a.dtype() || !pair_pays(x, y))
+    return false;
+  p1 = Array::empty(x.out_shape, x.a.dtype());
+  p2 = Array::empty(y.out_shape, y.a.dtype());
+  dispatch_float(x.a.dtype(), [&](auto z) {
+    using T = decltype(z);
+    detail::gemm_pair<T>(gemm_call<T>(x, T(0), p1), gemm_call<T>(y, T(0), p2));
+  });
+  return true;
+}
+
+bool matmul_pair_sum(const Array& a1, const Array& b1, const Array& a2, const Array& b2, const Array* acc,
+                     Array& out) {
+  FoldedProduct x, y;
+  if (!fold_product(a1, b1, x) || !fold_product(a2, b2, y) || x.a.dtype() != y.a.dtype() ||
+      x.out_shape != y.out_shape || !pair_pays(x, y))
+    return false;
+  if (acc) {
+    if (acc->dtype() != x.a.dtype() || acc->device().type != DeviceType::CPU) return false;
+    try {
+      if (broadcast_shapes(acc->shape(), x.out_shape, "addmm") != x.out_shape) return false;
+    } catch (const ValueError&) {
+      return false;
+    }
+  }
+  // The first product accumulates onto a copy of acc (beta = 1), the second goes to a scratch
+  // buffer that one pass then adds in.
+  out = acc ? acc->broadcast_view(x.out_shape).clone() : Array::empty(x.out_shape, x.a.dtype());
+  Array second = Array::empty(y.out_shape, y.a.dtype());
+  dispatch_float(x.a.dtype(), [&](auto z) {
+    using T = decltype(z);
+    detail::gemm_pair<T>(gemm_call<T>(x, acc ? T(1) : T(0), out), gemm_call<T>(y, T(0), second));
+    T* o = out.data<T>();
+    const T* s2 = second.data<T>();
+    parallel::for_range(out.numel(), parallel::kGrainCheap, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) o[i] += s2[i];
+    });
+  });
+  return true;
+}
+
 // ---- softmax ------------------------------------------------------------------------------
 namespace {
 template <class F>

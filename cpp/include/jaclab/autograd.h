@@ -15,6 +15,7 @@
 // summed back (sum_to), and a tangent whose shape differs from the output's is broadcast.
 #pragma once
 #include <functional>
+#include <initializer_list>
 #include <vector>
 
 #include "jaclab/tensor.h"
@@ -109,6 +110,10 @@ Tensor sum_to_batched(const Tensor& g, const Shape& shape, int64_t K);
 
 // An alias of x with a fresh identity node: the point a reverse sweep differentiates with respect to.
 Tensor watch(const Tensor& x);
+
+// True when none of `ts` (undefined ones are skipped) records a graph or carries tangents: a
+// rule may then work on their values with a fused first-order kernel.
+bool all_constant(std::initializer_list<Tensor> ts);
 
 // Levels and tracing depth used by the transforms.
 int new_jvp_level(int64_t batch = 0);  // batch: K directions carried at once (0 = plain)

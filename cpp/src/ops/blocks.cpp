@@ -21,11 +21,6 @@ Tensor add_opt(const Tensor& a, const Tensor& b) {
 // must itself be differentiable.
 Tensor rule_input(const VjpContext& c, size_t i) { return c.differentiable ? c.in(i) : c.in(i).detach(); }
 Tensor mT(const Tensor& x) { return swapaxes(x, -1, -2); }
-bool all_constant(std::initializer_list<Tensor> ts) {
-  for (const Tensor& t : ts)
-    if (t.defined() && (t.requires_grad() || t.has_tangents())) return false;
-  return true;
-}
 const Array* value_or_null(const Tensor& t) { return t.defined() ? &t.value() : nullptr; }
 }  // namespace
 
@@ -42,6 +37,12 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
   return make_op(
       "linear", {x, W, b}, kernels::linear(x.value(), W.value(), b.value()),
       [](const JvpContext& c) {  // the bias tangent seeds the GEMM accumulator
+        Array both;  // first order: dx W and x dW side by side (kernels::matmul_pair_sum)
+        if (!c.batch && c.t(0).defined() && c.t(1).defined() &&
+            all_constant({c.in(0), c.in(1), c.t(0), c.t(1), c.t(2)}) &&
+            kernels::matmul_pair_sum(c.t(0).value(), c.in(1).value(), c.in(0).value(), c.t(1).value(),
+                                     value_or_null(c.t(2)), both))
+          return Tensor(both);
         Tensor t = c.t(2);
         if (c.t(0).defined()) t = t.defined() ? addmm(t, c.t(0), c.in(1)) : matmul(c.t(0), c.in(1));
         if (c.t(1).defined()) t = t.defined() ? addmm(t, c.in(0), c.t(1)) : matmul(c.in(0), c.t(1));
@@ -49,6 +50,12 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
       },
       [](const VjpContext& c) {
         const int64_t K = c.in(1).shape()[0], N = c.in(1).shape()[1];
+        Array gx_gW[2];  // first order: g W^T and x^T g side by side (kernels::matmul_pair)
+        if (!c.differentiable && !c.batch && c.needs[0] && c.needs[1] && !c.only_tangent(1) && c.in(0).ndim() >= 2 &&
+            kernels::matmul_pair(c.g.value(), mT(rule_input(c, 1)).value(),
+                                 mT(reshape(rule_input(c, 0), {-1, K})).value(), reshape(c.g, {-1, N}).value(),
+                                 gx_gW[0], gx_gW[1]))
+          return Grads{Tensor(gx_gW[0]), Tensor(gx_gW[1]), c.needs[2] ? c.g : Tensor()};
         Tensor gx = c.needs[0] ? matmul(c.g, mT(rule_input(c, 1))) : Tensor();
         Tensor gW;
         if (c.needs[1] && c.only_tangent(1) && !c.batch)

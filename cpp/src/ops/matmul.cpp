@@ -22,6 +22,14 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b);
 Grads matmul_vjp(const VjpContext& c, size_t ia, size_t ib) {
   const Tensor &A = c.in(ia), &B = c.in(ib);
   Tensor ga, gb;
+  if (!c.differentiable && !c.batch && c.needs[ia] && c.needs[ib] && !c.only_tangent(ib) && B.ndim() == 2) {
+    // First order: G B^T and A^T G (A's leading dims folded) side by side (kernels::matmul_pair).
+    const int64_t K = A.shape().back(), N = B.shape().back();
+    Array pa, pb;
+    if (kernels::matmul_pair(c.g.value(), mT(B.detach()).value(), mT(reshape(A.detach(), {-1, K})).value(),
+                             reshape(c.g, {-1, N}).value(), pa, pb))
+      return {Tensor(pa), Tensor(pb)};
+  }
   if (c.needs[ia]) ga = matmul_nd(c.g, mT(B));
   if (c.needs[ib] && c.only_tangent(ib)) gb = matmul_tangent_only(mT(A), c.g);
   if (c.needs[ib] && !gb.defined()) {
@@ -42,6 +50,11 @@ Tensor accumulate_product(const Tensor& acc, const Tensor& x, const Tensor& y) {
 
 // dC = dA B + A dB
 Tensor product_jvp(const Tensor& acc, const JvpContext& c, size_t ia, size_t ib) {
+  Array both;  // first order: the two products side by side (kernels::matmul_pair_sum)
+  if (!c.batch && c.t(ia).defined() && c.t(ib).defined() && all_constant({acc, c.in(ia), c.in(ib), c.t(ia), c.t(ib)}) &&
+      kernels::matmul_pair_sum(c.t(ia).value(), c.in(ib).value(), c.in(ia).value(), c.t(ib).value(),
+                               acc.defined() ? &acc.value() : nullptr, both))
+    return Tensor(both);
   Tensor t = acc;
   if (c.t(ia).defined()) t = accumulate_product(t, c.t(ia), c.in(ib));
   if (c.t(ib).defined()) t = accumulate_product(t, c.in(ia), c.t(ib));
@@ -87,8 +100,12 @@ Tensor matmul_tangent_only(const Tensor& a, const Tensor& b) {
   const Tensor ta = a.tangent(level), tb = b.tangent(level);
   const Tensor pa = a.strip_levels_from(level), pb = b.strip_levels_from(level);
   Tensor t;
-  if (ta.defined()) t = matmul(ta, pb);
-  if (tb.defined()) t = t.defined() ? addmm(t, pa, tb) : matmul(pa, tb);
+  Array both;  // first order: ta pb and pa tb side by side (kernels::matmul_pair_sum)
+  if (ta.defined() && tb.defined() && jvp_level_batch(level) == 0 && all_constant({ta, tb, pa, pb}) &&
+      kernels::matmul_pair_sum(ta.value(), pb.value(), pa.value(), tb.value(), nullptr, both))
+    t = Tensor(both);
+  if (!t.defined() && ta.defined()) t = matmul(ta, pb);
+  if (tb.defined() && !both.defined()) t = t.defined() ? addmm(t, pa, tb) : matmul(pa, tb);
   Array zero = Array::scalar(0.0, a.dtype(), a.device()).broadcast_view({a.shape()[0], b.shape()[1]});
   return Tensor(zero).with_tangent(level, t);
 }
