@@ -18,21 +18,21 @@ def threads():
     jl._core.set_blas_num_threads(saved_blas)
 
 
-# Shapes big enough that every loop kind is split (> 2 x 256K elements for the cheap loops):
-# contiguous, scalar, row-broadcast, strided, and copies of transposed views.
+# Shapes big enough that every loop kind is split (> 2 x 256K elements for the cheap loops, twice
+# that in float32): contiguous, scalar, row-broadcast, strided, and copies of transposed views.
 def large_ops(rng, dtype):
-    a = rng.standard_normal((520, 1027)).astype(dtype)
-    b = rng.standard_normal((520, 1027)).astype(dtype)
+    a = rng.standard_normal((1040, 1027)).astype(dtype)
+    b = rng.standard_normal((1040, 1027)).astype(dtype)
     row = rng.standard_normal(1027).astype(dtype)
-    col = (rng.uniform(1.0, 2.0, (520, 1))).astype(dtype)
+    col = (rng.uniform(1.0, 2.0, (1040, 1))).astype(dtype)
     A, B, R, C = (jl.array(x) for x in (a, b, row, col))
     return [
         (jl.tanh(A), np.tanh(a)), (jl.exp(A), np.exp(a)), (jl.square(A), a * a), (jl.relu(A), np.maximum(a, 0)),
         (A * B, a * b), (A + R, a + row), (R - A, row - a), (A / C, a / col), (A * 2.5, a * 2.5),
         (A + 1.0, a + 1.0), (A.T * B.T, a.T * b.T), (jl.transpose(A) + jl.transpose(B), a.T + b.T),
         (jl.reshape(jl.transpose(A), (-1,)), a.T.reshape(-1)),  # tiled transposing copy
-        (jl.reshape(jl.transpose(jl.reshape(A, (20, 26, 1027)), (1, 0, 2)), (-1,)),  # row copies
-         a.reshape(20, 26, 1027).transpose(1, 0, 2).reshape(-1)),
+        (jl.reshape(jl.transpose(jl.reshape(A, (40, 26, 1027)), (1, 0, 2)), (-1,)),  # row copies
+         a.reshape(40, 26, 1027).transpose(1, 0, 2).reshape(-1)),
     ]
 
 

@@ -141,7 +141,7 @@ constexpr bool is_cheap(Unary op) {
 
 template <class T>
 void unary_typed(Unary op, const T* x, T* y, int64_t n, T p) {
-  const int64_t grain = is_cheap(op) ? parallel::kGrainCheap : parallel::kGrainTranscend;
+  const int64_t grain = parallel::grain_for<T>(is_cheap(op) ? parallel::kGrainCheap : parallel::kGrainTranscend);
   parallel::for_range(n, grain, [&](int64_t b, int64_t e) { unary_chunk(op, x + b, y + b, e - b, p); });
 }
 
@@ -163,7 +163,8 @@ void binary_loops(const Array& A, const Array& B, Array& out, F f) {
   const T* b = B.data<T>();
   T* y = out.data<T>();
   int64_t n = out.numel();
-  using parallel::for_range, parallel::kGrainCheap;
+  using parallel::for_range;
+  const int64_t kGrainCheap = parallel::grain_for<T>(parallel::kGrainCheap);
   if (A.shape() == B.shape() && A.is_contiguous() && B.is_contiguous()) {
     for_range(n, kGrainCheap, [&](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; ++i) y[i] = f(a[i], b[i]);
@@ -633,7 +634,7 @@ bool matmul_pair_sum(const Array& a1, const Array& b1, const Array& a2, const Ar
     detail::gemm_pair<T>(gemm_call<T>(x, acc ? T(1) : T(0), out), gemm_call<T>(y, T(0), second));
     T* o = out.data<T>();
     const T* s2 = second.data<T>();
-    parallel::for_range(out.numel(), parallel::kGrainCheap, [&](int64_t b, int64_t e) {
+    parallel::for_range(out.numel(), parallel::grain_for<T>(parallel::kGrainCheap), [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) o[i] += s2[i];
     });
   });
