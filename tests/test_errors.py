@@ -227,6 +227,22 @@ def test_jvp_non_finite_tangent(bad):
         jl.hvp(lambda x: jl.sum(jl.tanh(x)), (x,), (t,))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_jvp_non_finite_tangent_found_anywhere_in_large_arrays(dtype):
+    # the check runs split over threads, on the exponent bits: every position, either dtype
+    n = 1_100_003
+    x = np.ones(n, dtype)
+    for pos in (0, n // 2, n - 1):
+        for bad in (np.nan, -np.inf):
+            t = np.zeros(n, dtype)
+            t[pos] = bad
+            with pytest.raises(ValueError, match=r"NaN or Inf"):
+                jl.jvp(jl.tanh, (x,), (t,))
+    fi = np.finfo(dtype)  # the extremes of the finite numbers pass
+    t = np.array([fi.max, -fi.max, fi.tiny / 4, -0.0], dtype)
+    jl.jvp(jl.tanh, (t,), (t,))
+
+
 def test_jvp_primals_must_be_tuples():
     x = np.ones(3)
     with pytest.raises(TypeError, match="tuples"):

@@ -1,10 +1,12 @@
 // CPU kernels. Shape legend: arrays are padded on the left to 4 dims (i0, i1, i2, i3) so that one
 // loop nest serves every rank; the innermost index i3 is the fastest-moving.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "jaclab/backend.h"
 #include "jaclab/blas.h"
@@ -742,13 +744,25 @@ bool all_finite(const Array& x) {
   if (!is_float(x.dtype())) return true;
   if (DeviceBackend* be = backend_for(x.device())) return be->all_finite(x);
   Array xc = x.contiguous();
-  bool ok = true;
+  std::atomic<bool> ok{true};
   dispatch_float(x.dtype(), [&](auto z) {
     using T = decltype(z);
+    // Inf or NaN <=> all exponent bits set: an integer test the compiler vectorises (std::isfinite
+    // it did not: jl.jvp checks every tangent, and that scalar loop was ~1% of an MLP JVP).
+    using Bits = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+    constexpr Bits exponent = sizeof(T) == 8 ? Bits(0x7ff0000000000000ull) : Bits(0x7f800000u);
     const T* p = xc.data<T>();
-    for (int64_t i = 0, n = xc.numel(); i < n; ++i) ok &= std::isfinite(p[i]);
+    parallel::for_range(xc.numel(), parallel::grain_for<T>(parallel::kGrainCheap), [&](int64_t b, int64_t e) {
+      Bits bad = 0;
+      for (int64_t i = b; i < e; ++i) {
+        Bits bits;
+        std::memcpy(&bits, p + i, sizeof bits);
+        bad |= Bits((bits & exponent) == exponent);
+      }
+      if (bad) ok.store(false, std::memory_order_relaxed);
+    });
   });
-  return ok;
+  return ok.load();
 }
 
 }  // namespace jaclab::kernels
