@@ -309,3 +309,24 @@ def test_device_strings_and_missing_cuda():
             jl.zeros((2,), device="cuda")
         with pytest.raises(RuntimeError):
             jl.cuda_allow_tf32(True)
+
+
+def test_vector_kernels_for_host_iterations():
+    # _core._vec_dot / _vec_axpy (the engine's BLAS, used by Lanczos): results and argument checks
+    rng = np.random.default_rng(7)
+    for n in (1, 1000, 300_001):  # long enough to be threaded by the BLAS
+        x, y = rng.standard_normal(n), rng.standard_normal(n)
+        assert abs(jl._core._vec_dot(x, y) - float(np.sum(x * y))) <= 1e-12 * np.sqrt(n) * max(1.0, abs(float(x @ y)))
+        want = y - 0.25 * x
+        jl._core._vec_axpy(-0.25, x, y)
+        np.testing.assert_allclose(y, want, rtol=1e-15, atol=1e-15)
+    x = np.ones(4)
+    for bad in (x.astype(np.float32), np.ones(8)[::2], np.ones((2, 2))):
+        with pytest.raises(ValueError, match=r"_vec_dot: y must be a C-contiguous 1-d float64"):
+            jl._core._vec_dot(x, bad)
+    with pytest.raises(ValueError, match=r"lengths differ, 4 vs 3"):
+        jl._core._vec_axpy(1.0, x, np.ones(3))
+    ro = np.ones(4)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match=r"_vec_axpy: y must be a writable"):
+        jl._core._vec_axpy(1.0, x, ro)

@@ -770,6 +770,18 @@ bool all_finite(const Array& x) {
 namespace jaclab::blas {
 int num_threads() { return scipy_openblas_get_num_threads(); }
 void set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
+// BLAS-1 takes a 32-bit length here (scipy-openblas32): longer vectors go in pieces.
+constexpr int64_t kBlasIntMax = int64_t{1} << 30;
+double dot(int64_t n, const double* x, const double* y) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; i += kBlasIntMax)
+    s += JL_CBLAS(ddot)(static_cast<blasint>(std::min(kBlasIntMax, n - i)), x + i, 1, y + i, 1);
+  return s;
+}
+void axpy(int64_t n, double alpha, const double* x, double* y) {
+  for (int64_t i = 0; i < n; i += kBlasIntMax)
+    JL_CBLAS(daxpy)(static_cast<blasint>(std::min(kBlasIntMax, n - i)), alpha, x + i, 1, y + i, 1);
+}
 const char* name() {
   static std::string s = std::string("scipy-openblas32 (") + scipy_openblas_get_config() + ", core " +
                          scipy_openblas_get_corename() + ")";

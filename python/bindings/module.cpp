@@ -126,6 +126,28 @@ PYBIND11_MODULE(_core, m) {
         std::vector<ssize_t> shape(a.shape().begin(), a.shape().end());
         return py::array(dtype_to_py(a.dtype()), shape, a.raw(), base);
       }, py::arg("t"));
+  // Float64 vector kernels for host-side iterations (jl.analysis' Lanczos): the engine's BLAS,
+  // whose threads are the ones the HVPs' GEMMs use (NumPy's BLAS would wake a second pool).
+  using Vec = py::array_t<double, py::array::c_style>;
+  auto vec = [](const py::array& a, const char* op, const char* name, bool writable) {
+    if (!py::isinstance<Vec>(a) || a.ndim() != 1 || !(a.flags() & py::array::c_style) || (writable && !a.writeable()))
+      throw ValueError(str_cat(op, ": ", name, " must be a ", writable ? "writable " : "",
+                               "C-contiguous 1-d float64 array, got dtype ", std::string(py::str(a.dtype())),
+                               ", ndim ", a.ndim()));
+    return a.cast<Vec>();
+  };
+  m.def("_vec_dot", [vec](const py::array& x, const py::array& y) {
+        Vec xv = vec(x, "_vec_dot", "x", false), yv = vec(y, "_vec_dot", "y", false);
+        if (xv.size() != yv.size()) throw ValueError(str_cat("_vec_dot: lengths differ, ", xv.size(), " vs ", yv.size()));
+        py::gil_scoped_release release;
+        return blas::dot(xv.size(), xv.data(), yv.data());
+      }, py::arg("x"), py::arg("y"));
+  m.def("_vec_axpy", [vec](double alpha, const py::array& x, py::array& y) {  // y += alpha x, in place
+        Vec xv = vec(x, "_vec_axpy", "x", false), yv = vec(y, "_vec_axpy", "y", true);
+        if (xv.size() != yv.size()) throw ValueError(str_cat("_vec_axpy: lengths differ, ", xv.size(), " vs ", yv.size()));
+        py::gil_scoped_release release;
+        blas::axpy(xv.size(), alpha, xv.data(), yv.mutable_data());
+      }, py::arg("alpha"), py::arg("x"), py::arg("y"));
   m.def("blas_info", [] { return std::string(blas::name()); });
   m.def("blas_num_threads", [] { return blas::num_threads(); });
   m.def("set_blas_num_threads", [](int n) { blas::set_num_threads(n); });
