@@ -21,7 +21,7 @@ void set_num_threads(int n);
 
 // Grains (elements per chunk, at least): the point where splitting pays for the wake-up.
 constexpr int64_t kGrainCheap = 262144;     // one multiply-add per element
-constexpr int64_t kGrainTranscend = 65536;  // tanh, exp, erf, ...
+constexpr int64_t kGrainTranscend = 32768;  // tanh, exp, erf, ... (float64: a 256x256 tanh is split)
 
 // The grains above count 8-byte elements. A float32 element takes about half the time (twice the
 // SIMD lanes, half the bytes), so its chunks hold twice as many: measured, a float32 tanh over
