@@ -141,3 +141,25 @@ def test_product_rules_side_by_side_match_numpy(threads, n, dtype, case):
     dot = lambda a, b: sum(float(np.vdot(p, q)) for p, q in zip(a, b))  # noqa: E731
     uv, vu = dot((u, u2), h_v), dot((dw, dw2), h_u)
     assert abs(uv - vu) <= tol["rtol"] * 10 * max(abs(uv), 1.0)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_jvp_inside_grad_stays_differentiable_at_gemm_sizes(threads, n):
+    # A jvp level opened inside a reverse trace (reverse-over-forward) records its tangents; one
+    # opened outside (jl.hvp's forward-over-reverse) does not, and may use the side-by-side GEMMs.
+    # d/dW sum((J_W(W) V)^2) at sizes where those GEMMs would apply, against central differences.
+    jl.set_num_threads(n)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((96, 128))
+    w, v, d = (rng.standard_normal((128, 112)) / 12 for _ in range(3))
+    X = jl.array(x)
+
+    def g(w):
+        _, t = jl.jvp(lambda w: jl.tanh(X @ w) @ jl.transpose(w), (w,), (jl.array(v),))
+        return jl.sum(jl.square(t))
+
+    gw = jl.grad(g)(w)
+    eps = 1e-5
+    fd = (float(np.asarray(g(w + eps * d))) - float(np.asarray(g(w - eps * d)))) / (2 * eps)
+    exact = float(np.sum(np.asarray(gw) * d))
+    assert abs(exact - fd) <= 1e-7 * max(1.0, abs(fd)), (exact, fd)

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "jaclab/ops.h"
 
@@ -65,19 +66,24 @@ GradModeGuard::~GradModeGuard() { t_grad_mode = prev_; }
 namespace {
 std::mutex g_batch_mutex;
 std::unordered_map<int, int64_t> g_level_batch;  // only batched levels are listed
+std::unordered_set<int> g_level_under_reverse;   // levels opened inside a reverse trace
 }  // namespace
 
 int new_jvp_level(int64_t batch) {
   int level = ++g_level;
-  if (batch > 0) {
-    std::lock_guard<std::mutex> lock(g_batch_mutex);
-    g_level_batch[level] = batch;
-  }
+  std::lock_guard<std::mutex> lock(g_batch_mutex);
+  if (batch > 0) g_level_batch[level] = batch;
+  if (reverse_trace_depth() > 0) g_level_under_reverse.insert(level);
   return level;
 }
 void end_jvp_level(int level) {
   std::lock_guard<std::mutex> lock(g_batch_mutex);
   g_level_batch.erase(level);
+  g_level_under_reverse.erase(level);
+}
+bool jvp_level_under_reverse(int level) {
+  std::lock_guard<std::mutex> lock(g_batch_mutex);
+  return g_level_under_reverse.count(level) > 0;
 }
 int64_t jvp_level_batch(int level) {
   std::lock_guard<std::mutex> lock(g_batch_mutex);
@@ -191,6 +197,11 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
     };
     Tensor t;
     try {
+      // Only a reverse trace that was already running when the level opened (reverse-over-
+      // forward) differentiates its tangents; one opened inside the level (forward-over-reverse,
+      // jl.hvp) differentiates primals only. Otherwise the tangent's graph would never be used,
+      // so it is not recorded, and first-order fused rules apply (all_constant).
+      GradModeGuard tangent_graph(t_grad_mode && jvp_level_under_reverse(level));
       t = tangent();
     } catch (const UnbatchableError&) {
       throw;
@@ -332,7 +343,7 @@ std::vector<Tensor> backward(const std::vector<Tensor>& outputs, const std::vect
 
 bool all_constant(std::initializer_list<Tensor> ts) {
   for (const Tensor& t : ts)
-    if (t.defined() && (t.requires_grad() || t.has_tangents())) return false;
+    if (t.defined() && ((t_grad_mode && t.requires_grad()) || t.has_tangents())) return false;
   return true;
 }
 

@@ -111,14 +111,18 @@ Tensor sum_to_batched(const Tensor& g, const Shape& shape, int64_t K);
 // An alias of x with a fresh identity node: the point a reverse sweep differentiates with respect to.
 Tensor watch(const Tensor& x);
 
-// True when none of `ts` (undefined ones are skipped) records a graph or carries tangents: a
-// rule may then work on their values with a fused first-order kernel.
+// True when nothing computed from `ts` (undefined ones are skipped) is recorded or carries
+// tangents: none carries tangents, and none requires grad while grad mode is on. A rule may then
+// work on their values with a fused first-order kernel.
 bool all_constant(std::initializer_list<Tensor> ts);
 
 // Levels and tracing depth used by the transforms.
 int new_jvp_level(int64_t batch = 0);  // batch: K directions carried at once (0 = plain)
 void end_jvp_level(int level);
 int64_t jvp_level_batch(int level);
+// Whether a reverse trace was running when the level opened (reverse-over-forward): only then are
+// the level's tangent computations recorded for reverse mode.
+bool jvp_level_under_reverse(int level);
 int& reverse_trace_depth();
 
 }  // namespace jaclab
