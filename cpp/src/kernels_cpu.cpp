@@ -166,23 +166,23 @@ void binary_loops(const Array& A, const Array& B, Array& out, F f) {
   T* y = out.data<T>();
   int64_t n = out.numel();
   using parallel::for_range;
-  const int64_t kGrainCheap = parallel::grain_for<T>(parallel::kGrainCheap);
+  const int64_t grain = parallel::grain_for<T>(parallel::kGrainCheap);
   if (A.shape() == B.shape() && A.is_contiguous() && B.is_contiguous()) {
-    for_range(n, kGrainCheap, [&](int64_t s, int64_t e) {
+    for_range(n, grain, [&](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; ++i) y[i] = f(a[i], b[i]);
     });
     return;
   }
   if (B.numel() == 1 && A.is_contiguous() && A.shape() == out.shape()) {
     const T sc = *b;
-    for_range(n, kGrainCheap, [&](int64_t s, int64_t e) {
+    for_range(n, grain, [&](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; ++i) y[i] = f(a[i], sc);
     });
     return;
   }
   if (A.numel() == 1 && B.is_contiguous() && B.shape() == out.shape()) {
     const T sc = *a;
-    for_range(n, kGrainCheap, [&](int64_t s, int64_t e) {
+    for_range(n, grain, [&](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; ++i) y[i] = f(sc, b[i]);
     });
     return;
@@ -192,7 +192,7 @@ void binary_loops(const Array& A, const Array& B, Array& out, F f) {
   const Strided4 db = pad4(B.shape(), B.strides(), out.shape());
   const int64_t n3 = da.n[3], rows = da.n[0] * da.n[1] * da.n[2];
   if (n3 == 0) return;
-  for_range(rows, std::max<int64_t>(1, kGrainCheap / n3), [&](int64_t r0, int64_t r1) {
+  for_range(rows, std::max<int64_t>(1, grain / n3), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t i2 = r % da.n[2], i1 = (r / da.n[2]) % da.n[1], i0 = r / (da.n[2] * da.n[1]);
       const T* ap = a + i0 * da.s[0] + i1 * da.s[1] + i2 * da.s[2];
@@ -293,7 +293,7 @@ Array affine(const Array& x, double alpha, double beta) {
     const T al = static_cast<T>(alpha), be = static_cast<T>(beta);
     const T* xp = xc.data<T>();
     T* yp = y.data<T>();
-    parallel::for_range(xc.numel(), parallel::kGrainCheap, [&](int64_t s, int64_t e) {
+    parallel::for_range(xc.numel(), parallel::grain_for<T>(parallel::kGrainCheap), [&](int64_t s, int64_t e) {
       unary_loop(xp + s, yp + s, e - s, [al, be](T v) { return al * v + be; });
     });
   });
