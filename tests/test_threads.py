@@ -163,3 +163,24 @@ def test_jvp_inside_grad_stays_differentiable_at_gemm_sizes(threads, n):
     fd = (float(np.asarray(g(w + eps * d))) - float(np.asarray(g(w - eps * d)))) / (2 * eps)
     exact = float(np.sum(np.asarray(gw) * d))
     assert abs(exact - fd) <= 1e-7 * max(1.0, abs(fd)), (exact, fd)
+
+
+def test_derivatives_have_the_same_bits_at_any_thread_count(threads):
+    # At two threads the product rules run their GEMMs side by side, elsewhere one after the
+    # other: the same arithmetic in the same order, so JVP, VJP and HVP bits must not change.
+    rng = np.random.default_rng(5)
+    # K = 512 spans several of OpenBLAS's K blocks, where the summation order shows in the bits
+    p = {"W1": jl.array(rng.standard_normal((512, 128)) / 22), "W2": jl.array(rng.standard_normal((128, 512)) / 11)}
+    v = {k: jl.array(rng.standard_normal(a.shape)) for k, a in p.items()}
+    X = jl.array(rng.standard_normal((64, 512)))
+    f = lambda p: jl.tanh(jl.tanh(jl.tanh(X @ p["W1"]) @ p["W2"]) @ p["W1"])  # noqa: E731
+    loss = lambda p: jl.sum(jl.square(f(p)))  # noqa: E731
+    runs = {}
+    for n in (1, 2, 3):
+        jl.set_num_threads(n)
+        outs = [jl.jvp(f, (p,), (v,))[1], *jl.tree_flatten(jl.grad(loss)(p))[0],
+                *jl.tree_flatten(jl.hvp(loss, (p,), (v,))[0])[0]]
+        runs[n] = [np.asarray(o).copy() for o in outs]
+    for n in (2, 3):
+        for k, (a, b) in enumerate(zip(runs[1], runs[n])):
+            assert np.array_equal(a, b), f"result {k} differs at {n} threads"

@@ -598,17 +598,26 @@ detail::GemmCall<T> gemm_call(const FoldedProduct& f, T beta, Array& out) {
   return {f.la.trans ? CblasTrans : CblasNoTrans, f.lb.trans ? CblasTrans : CblasNoTrans, f.M, f.N, f.K,
           f.a.data<T>(), f.la.ld, f.b.data<T>(), f.lb.ld, beta, out.data<T>(), f.N};
 }
+
+// The two GEMMs side by side where that pays, else one after the other (each over all threads):
+// the same arithmetic either way, so results do not depend on the thread count.
+template <class T>
+void two_gemms(const detail::GemmCall<T>& x, const detail::GemmCall<T>& y, bool side_by_side) {
+  if (side_by_side) return detail::gemm_pair<T>(x, y);
+  for (const auto* c : {&x, &y})
+    detail::gemm<T>(c->ta, c->tb, c->M, c->N, c->K, T(1), c->A, c->lda, c->B, c->ldb, c->beta, c->C, c->ldc);
+}
 }  // namespace
 
 bool matmul_pair(const Array& a1, const Array& b1, const Array& a2, const Array& b2, Array& p1, Array& p2) {
   FoldedProduct x, y;
   if (!fold_product(a1, b1, x) || !fold_product(a2, b2, y) || x.a.dtype() != y.a.dtype() || !pair_pays(x, y))
-    return false;
+    return false;  // two independent products: plain matmuls give the same bits
   p1 = Array::empty(x.out_shape, x.a.dtype());
   p2 = Array::empty(y.out_shape, y.a.dtype());
   dispatch_float(x.a.dtype(), [&](auto z) {
     using T = decltype(z);
-    detail::gemm_pair<T>(gemm_call<T>(x, T(0), p1), gemm_call<T>(y, T(0), p2));
+    two_gemms<T>(gemm_call<T>(x, T(0), p1), gemm_call<T>(y, T(0), p2), true);
   });
   return true;
 }
@@ -617,7 +626,7 @@ bool matmul_pair_sum(const Array& a1, const Array& b1, const Array& a2, const Ar
                      Array& out) {
   FoldedProduct x, y;
   if (!fold_product(a1, b1, x) || !fold_product(a2, b2, y) || x.a.dtype() != y.a.dtype() ||
-      x.out_shape != y.out_shape || !pair_pays(x, y))
+      x.out_shape != y.out_shape)
     return false;
   if (acc) {
     if (acc->dtype() != x.a.dtype() || acc->device().type != DeviceType::CPU) return false;
@@ -633,7 +642,7 @@ bool matmul_pair_sum(const Array& a1, const Array& b1, const Array& a2, const Ar
   Array second = Array::empty(y.out_shape, y.a.dtype());
   dispatch_float(x.a.dtype(), [&](auto z) {
     using T = decltype(z);
-    detail::gemm_pair<T>(gemm_call<T>(x, acc ? T(1) : T(0), out), gemm_call<T>(y, T(0), second));
+    two_gemms<T>(gemm_call<T>(x, acc ? T(1) : T(0), out), gemm_call<T>(y, T(0), second), pair_pays(x, y));
     T* o = out.data<T>();
     const T* s2 = second.data<T>();
     parallel::for_range(out.numel(), parallel::grain_for<T>(parallel::kGrainCheap), [&](int64_t b, int64_t e) {

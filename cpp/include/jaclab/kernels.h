@@ -42,8 +42,11 @@ Array matmul(const Array& a, const Array& b, const Array* acc = nullptr, Array* 
 // one after the other, each split over both cores. False (the caller then uses matmul) where that
 // does not pay or apply: other than two BLAS threads, small or unequal GEMMs, a device, other shapes.
 bool matmul_pair(const Array& a1, const Array& b1, const Array& a2, const Array& b2, Array& p1, Array& p2);
-// acc + a1 @ b1 + a2 @ b2 (the product rule's tangent) the same way; acc may be nullptr, else it
-// broadcasts to the products' common shape.
+// acc + a1 @ b1 + a2 @ b2 (the product rule's tangent): the first product accumulates onto acc,
+// the second is added in one pass. Side by side where that pays (as matmul_pair), else one after
+// the other, in the same order, so the result does not depend on the thread count. acc may be
+// nullptr, else it broadcasts to the products' common shape. False (use addmm) only for shapes
+// or devices this does not cover.
 bool matmul_pair_sum(const Array& a1, const Array& b1, const Array& a2, const Array& b2, const Array* acc,
                      Array& out);
 
