@@ -833,3 +833,29 @@ def test_bad_sequential_and_activation():
     _raises(lambda: s.apply([p[0], {"a": np.ones(1)}, p[2]], x), ValueError, "Tanh")
     _raises(lambda: s.apply([p[0], {}, p[0]], x), ValueError, "Linear(4, 2)")
     _raises(lambda: nn.Sequential(), ValueError, "Sequential")
+
+
+def test_sequential_one_call_path_keeps_checks_and_follows_changes():
+    # After a first call has checked the params' structure, Sequential.apply runs the stack as one
+    # C++ call. It must give the same bits, the same layer-naming errors, and follow changes to
+    # the model (its C++ spec is rebuilt on every call).
+    rng = np.random.default_rng(3)
+    s = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Residual(nn.MLP(8, 16, activation="tanh"), 0.5),
+                      nn.Linear(8, 3))
+    p, x = s.init(1), rng.standard_normal((5, 6))
+    first = np.asarray(s.apply(p, x)).copy()
+    want = np.asarray(s.apply_layers(p, x)[-1])
+    assert np.array_equal(np.asarray(s.apply(p, x)), first) and np.array_equal(first, want)
+    # derivatives through the one-call path match the per-layer path
+    v = jl.tree_map(lambda a: rng.standard_normal(np.shape(a)), p)
+    _, t_fast = jl.jvp(lambda q: s.apply(q, x), (p,), (v,))
+    _, t_slow = jl.jvp(lambda q: s.apply_layers(q, x)[-1], (p,), (v,))
+    np.testing.assert_allclose(np.asarray(t_fast), np.asarray(t_slow), rtol=1e-13, atol=1e-13)
+    # same structure, wrong shape: the per-layer error, naming the layer
+    bad = [p[0], {}, p[2], {"W": np.ones((8, 4)), "b": np.ones(4)}]
+    _raises(lambda: s.apply(bad, x), ValueError, "Linear(8, 3)")
+    _raises(lambda: s.apply(p, np.ones((5, 7))), ValueError, "Linear(6, 8)")
+    # a changed model is followed
+    s.layers[2].scale = 0.25
+    np.testing.assert_allclose(np.asarray(s.apply(p, x)), np.asarray(s.apply_layers(p, x)[-1]), rtol=0, atol=0)
+    assert not np.array_equal(np.asarray(s.apply(p, x)), first)
