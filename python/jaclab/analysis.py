@@ -85,7 +85,16 @@ def _basis_sweeps(fn, xt, mode: str, chunk_size: int | None = None):
     dtype = np.dtype(out.dtype)
     use_rev = mode == "rev" or (mode == "auto" and n_out < n_in)
     n_dir = n_out if use_rev else n_in
-    chunk = chunk_size or max(1, min(n_dir, _CHUNK_ELEMENTS // max(B * max(n_in, n_out), 1)))
+    per_dir = max(B * max(n_in, n_out), 1)  # tangent elements one direction adds to a pass
+    if chunk_size:
+        chunk = chunk_size
+    elif n_dir * per_dir <= 2 * _CHUNK_ELEMENTS:
+        # One pass for all directions, up to twice the usual pass: its memory then becomes the
+        # result, which saves mapping the result and copying every pass into it (W1's
+        # 256 x 10 x 784 input Jacobian: 11-12% faster than in three passes).
+        chunk = n_dir
+    else:
+        chunk = max(1, min(n_dir, _CHUNK_ELEMENTS // per_dir))
 
     def rows(start, K, batched):
         C = np.zeros((K, B, n_out), dtype)
@@ -122,7 +131,8 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     - "auto": "fwd" when ``n_in <= n_out``, else "rev".
     Assumes sample b's output depends only on sample b's input (true for jaclab's blocks).
     Memory: the result plus one pass with ``chunk_size`` times the activations (default:
-    ~1M tangent elements per pass). ``x`` may be a tensor on a GPU: ``fn`` then runs there
+    ~1M tangent elements per pass, or one pass of up to ~2M when that covers all directions:
+    its memory then becomes the result). ``x`` may be a tensor on a GPU: ``fn`` then runs there
     (its parameters must live there too) and the result is copied to the host.
     """
     xt = _batch_tensor(x)
