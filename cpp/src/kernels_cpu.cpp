@@ -53,21 +53,27 @@ void copy_typed(const Array& src, Array& dst) {
     int other[2], k = 0;
     for (int d = 0; d < 3; ++d)
       if (d != unit) other[k++] = d;
-    for (int64_t o0 = 0; o0 < a.n[other[0]]; ++o0)
-      for (int64_t o1 = 0; o1 < a.n[other[1]]; ++o1) {
+    const int64_t nu = a.n[unit], n3 = a.n[3], su = b.s[unit], s3 = a.s[3];
+    const int64_t n1 = a.n[other[1]], u_tiles = (nu + kTile - 1) / kTile;
+    // Work items: one band of kTile source columns (u) of one (o0, o1) slice, split over the pool.
+    const int64_t items = a.n[other[0]] * n1 * u_tiles;
+    parallel::for_range(items, std::max<int64_t>(1, parallel::kGrainCheap / std::max<int64_t>(1, kTile * n3)),
+                        [&](int64_t i0, int64_t i1) {
+      Out tile[kTile * kTile];  // through L1: both sides then move whole runs of kTile elements
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t o0 = item / (n1 * u_tiles), o1 = (item / u_tiles) % n1, u0 = (item % u_tiles) * kTile;
         const In* xo = x + o0 * a.s[other[0]] + o1 * a.s[other[1]];
         Out* yo = y + o0 * b.s[other[0]] + o1 * b.s[other[1]];
-        const int64_t nu = a.n[unit], n3 = a.n[3], su = b.s[unit], s3 = a.s[3];
-        Out tile[kTile * kTile];  // through L1: both sides then move whole runs of kTile elements
-        for (int64_t u0 = 0; u0 < nu; u0 += kTile)
-          for (int64_t j0 = 0; j0 < n3; j0 += kTile) {
-            const int64_t nu_t = std::min(kTile, nu - u0), nj_t = std::min(kTile, n3 - j0);
-            for (int64_t j = 0; j < nj_t; ++j)  // source runs along u
-              for (int64_t u = 0; u < nu_t; ++u) tile[u * kTile + j] = static_cast<Out>(xo[(u0 + u) + (j0 + j) * s3]);
-            for (int64_t u = 0; u < nu_t; ++u)  // destination runs along j
-              for (int64_t j = 0; j < nj_t; ++j) yo[(u0 + u) * su + j0 + j] = tile[u * kTile + j];
-          }
+        const int64_t nu_t = std::min(kTile, nu - u0);
+        for (int64_t j0 = 0; j0 < n3; j0 += kTile) {
+          const int64_t nj_t = std::min(kTile, n3 - j0);
+          for (int64_t j = 0; j < nj_t; ++j)  // source runs along u
+            for (int64_t u = 0; u < nu_t; ++u) tile[u * kTile + j] = static_cast<Out>(xo[(u0 + u) + (j0 + j) * s3]);
+          for (int64_t u = 0; u < nu_t; ++u)  // destination runs along j
+            for (int64_t j = 0; j < nj_t; ++j) yo[(u0 + u) * su + j0 + j] = tile[u * kTile + j];
+        }
       }
+    });
     return;
   }
   // Rows of the innermost axis, r = (i0, i1, i2) flattened, split over the pool.
