@@ -5,7 +5,6 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "jaclab/ops.h"
 
@@ -64,32 +63,36 @@ bool grad_mode() { return t_grad_mode; }
 GradModeGuard::GradModeGuard(bool enabled) : prev_(t_grad_mode) { t_grad_mode = enabled; }
 GradModeGuard::~GradModeGuard() { t_grad_mode = prev_; }
 namespace {
-std::mutex g_batch_mutex;
-std::unordered_map<int, int64_t> g_level_batch;  // only batched levels are listed
-std::unordered_set<int> g_level_under_reverse;   // levels opened inside a reverse trace
+// What make_op needs to know of a jvp level; only levels with something to say are listed.
+struct LevelInfo {
+  int64_t batch = 0;           // K directions carried at once (0: plain)
+  bool under_reverse = false;  // opened inside a reverse trace
+};
+std::mutex g_levels_mutex;
+std::unordered_map<int, LevelInfo> g_levels;
+
+LevelInfo level_info(int level) {
+  std::lock_guard<std::mutex> lock(g_levels_mutex);
+  auto it = g_levels.find(level);
+  return it == g_levels.end() ? LevelInfo{} : it->second;
+}
 }  // namespace
 
 int new_jvp_level(int64_t batch) {
   int level = ++g_level;
-  std::lock_guard<std::mutex> lock(g_batch_mutex);
-  if (batch > 0) g_level_batch[level] = batch;
-  if (reverse_trace_depth() > 0) g_level_under_reverse.insert(level);
+  const LevelInfo info{std::max<int64_t>(batch, 0), reverse_trace_depth() > 0};
+  if (info.batch > 0 || info.under_reverse) {
+    std::lock_guard<std::mutex> lock(g_levels_mutex);
+    g_levels[level] = info;
+  }
   return level;
 }
 void end_jvp_level(int level) {
-  std::lock_guard<std::mutex> lock(g_batch_mutex);
-  g_level_batch.erase(level);
-  g_level_under_reverse.erase(level);
+  std::lock_guard<std::mutex> lock(g_levels_mutex);
+  g_levels.erase(level);
 }
-bool jvp_level_under_reverse(int level) {
-  std::lock_guard<std::mutex> lock(g_batch_mutex);
-  return g_level_under_reverse.count(level) > 0;
-}
-int64_t jvp_level_batch(int level) {
-  std::lock_guard<std::mutex> lock(g_batch_mutex);
-  auto it = g_level_batch.find(level);
-  return it == g_level_batch.end() ? 0 : it->second;
-}
+bool jvp_level_under_reverse(int level) { return level_info(level).under_reverse; }
+int64_t jvp_level_batch(int level) { return level_info(level).batch; }
 
 Shape batched_shape(int64_t K, const Shape& s) {
   if (!K) return s;
@@ -168,7 +171,8 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
     // A fresh alias carrying the outer levels computed so far. It must not be `out` itself: the
     // rule's recorded graph may hold it, and `out` is about to hold the rule's result (a cycle).
     Tensor out_l = out.alias_below(level);
-    const int64_t K = jvp_level_batch(level);
+    const LevelInfo info = level_info(level);  // one lookup per level and op
+    const int64_t K = info.batch;
     auto tangent = [&]() -> Tensor {
       if (K && !accepts_shared_tangents(name)) {
         // A tangent may share a direction across dims (size 1 where the input has more, e.g. one
@@ -201,7 +205,7 @@ Tensor make_op(const char* name, std::vector<Tensor> inputs, Array value, const 
       // forward) differentiates its tangents; one opened inside the level (forward-over-reverse,
       // jl.hvp) differentiates primals only. Otherwise the tangent's graph would never be used,
       // so it is not recorded, and first-order fused rules apply (all_constant).
-      GradModeGuard tangent_graph(t_grad_mode && jvp_level_under_reverse(level));
+      GradModeGuard tangent_graph(t_grad_mode && info.under_reverse);
       t = tangent();
     } catch (const UnbatchableError&) {
       throw;

@@ -623,7 +623,7 @@ bool matmul_pair(const Array& a1, const Array& b1, const Array& a2, const Array&
   p2 = Array::empty(y.out_shape, y.a.dtype());
   dispatch_float(x.a.dtype(), [&](auto z) {
     using T = decltype(z);
-    two_gemms<T>(gemm_call<T>(x, T(0), p1), gemm_call<T>(y, T(0), p2), true);
+    detail::gemm_pair<T>(gemm_call<T>(x, T(0), p1), gemm_call<T>(y, T(0), p2));
   });
   return true;
 }

@@ -102,10 +102,12 @@ Tensor matmul_tangent_only(const Tensor& a, const Tensor& b) {
   Tensor t;
   Array both;  // first order: ta pb and pa tb side by side (kernels::matmul_pair_sum)
   if (ta.defined() && tb.defined() && jvp_level_batch(level) == 0 && all_constant({ta, tb, pa, pb}) &&
-      kernels::matmul_pair_sum(ta.value(), pb.value(), pa.value(), tb.value(), nullptr, both))
+      kernels::matmul_pair_sum(ta.value(), pb.value(), pa.value(), tb.value(), nullptr, both)) {
     t = Tensor(both);
-  if (!t.defined() && ta.defined()) t = matmul(ta, pb);
-  if (tb.defined() && !both.defined()) t = t.defined() ? addmm(t, pa, tb) : matmul(pa, tb);
+  } else {
+    if (ta.defined()) t = matmul(ta, pb);
+    if (tb.defined()) t = t.defined() ? addmm(t, pa, tb) : matmul(pa, tb);
+  }
   Array zero = Array::scalar(0.0, a.dtype(), a.device()).broadcast_view({a.shape()[0], b.shape()[1]});
   return Tensor(zero).with_tangent(level, t);
 }
