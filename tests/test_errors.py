@@ -243,6 +243,25 @@ def test_jvp_non_finite_tangent_found_anywhere_in_large_arrays(dtype):
     jl.jvp(jl.tanh, (t,), (t,))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_jvp_non_finite_tangent_larger_than_the_output(bad):
+    # Tangents larger than the outputs are scanned only when an output tangent is non-finite:
+    # one that reaches the output is still an error, naming the input ...
+    rng = np.random.default_rng(7)
+    w, x = rng.standard_normal((64, 32)), rng.standard_normal((4, 64))
+    tw = np.zeros_like(w)
+    tw[3, 5] = bad
+    f = lambda w: jl.tanh(jl.array(x) @ w)  # noqa: E731
+    with pytest.raises(ValueError, match=r"tangent 0 .*" + esc((64, 32)) + r".*NaN or Inf"):
+        jl.jvp(f, (w,), (tw,))
+    with pytest.raises(ValueError, match=r"tangent 1 .*NaN or Inf"):
+        jl.hvp(lambda a, w: jl.sum(jl.tanh(a @ w)), (x, w), (np.zeros_like(x), tw))
+    # ... and one that no output depends on cannot change the result, which is exact.
+    g = lambda w, v: jl.tanh(jl.array(x) @ w)  # noqa: E731
+    out, t = jl.jvp(g, (w, w), (np.ones_like(w), tw))
+    np.testing.assert_allclose(np.asarray(t), (1 - np.tanh(x @ w) ** 2) * (x @ np.ones_like(w)), rtol=1e-12)
+
+
 def test_jvp_primals_must_be_tuples():
     x = np.ones(3)
     with pytest.raises(TypeError, match="tuples"):

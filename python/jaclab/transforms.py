@@ -64,7 +64,10 @@ def jvp(f: Callable, primals: Sequence, tangents: Sequence):
     """Forward mode: ``(f(*primals), J_f(primals) @ tangents)``.
 
     ``primals`` and ``tangents`` are tuples (one entry per positional argument of ``f``) of
-    pytrees with the same structure, shapes and dtypes. Tangents must be finite.
+    pytrees with the same structure, shapes and dtypes. Tangents must be finite: a NaN or Inf
+    tangent raises ValueError. (When the tangents hold more numbers than the outputs, they are
+    scanned only if an output tangent is non-finite, so one that no output depends on passes:
+    it cannot change the result.)
 
     >>> out, t = jl.jvp(jl.tanh, (x,), (v,))      # t = (1 - tanh(x)^2) * v
     """
