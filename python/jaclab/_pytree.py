@@ -30,39 +30,41 @@ class TreeDef(NamedTuple):
         return f"[{inner}]" if self.kind == "list" else f"({inner}{',' if len(self.children) == 1 else ''})"
 
 
+# The recursions are module-level functions that take their accumulator as an argument: a nested
+# function that calls itself sits in a reference cycle (function -> closure cell -> function),
+# and with it the list of leaves, which kept every flattened array (a transform's inputs and
+# results) alive until the next garbage collection.
+def _flatten_into(t: Any, leaves: list) -> TreeDef:
+    if t is None:
+        return TreeDef("none", None, ())
+    if isinstance(t, dict):
+        keys = sorted(t.keys())
+        return TreeDef("dict", tuple(keys), tuple(_flatten_into(t[k], leaves) for k in keys))
+    if isinstance(t, (list, tuple)) and not hasattr(t, "_fields"):
+        return TreeDef("list" if isinstance(t, list) else "tuple", None, tuple(_flatten_into(c, leaves) for c in t))
+    leaves.append(t)
+    return TreeDef("leaf", None, ())
+
+
 def tree_flatten(tree: Any) -> tuple[list, TreeDef]:
     leaves: list = []
-
-    def rec(t):
-        if t is None:
-            return TreeDef("none", None, ())
-        if isinstance(t, dict):
-            keys = sorted(t.keys())
-            return TreeDef("dict", tuple(keys), tuple(rec(t[k]) for k in keys))
-        if isinstance(t, (list, tuple)) and not hasattr(t, "_fields"):
-            return TreeDef("list" if isinstance(t, list) else "tuple", None, tuple(rec(c) for c in t))
-        leaves.append(t)
-        return TreeDef("leaf", None, ())
-
-    treedef = rec(tree)
+    treedef = _flatten_into(tree, leaves)
     return leaves, treedef
 
 
+def _unflatten_from(td: TreeDef, it) -> Any:
+    if td.kind == "leaf":
+        return next(it)
+    if td.kind == "none":
+        return None
+    children = [_unflatten_from(c, it) for c in td.children]
+    if td.kind == "dict":
+        return dict(zip(td.meta, children))
+    return children if td.kind == "list" else tuple(children)
+
+
 def tree_unflatten(treedef: TreeDef, leaves) -> Any:
-    it = iter(leaves)
-
-    def rec(td):
-        if td.kind == "leaf":
-            return next(it)
-        if td.kind == "none":
-            return None
-        children = [rec(c) for c in td.children]
-        if td.kind == "dict":
-            return dict(zip(td.meta, children))
-        return children if td.kind == "list" else tuple(children)
-
-    out = rec(treedef)
-    return out
+    return _unflatten_from(treedef, iter(leaves))
 
 
 def tree_map(fn, tree, *rest):
