@@ -92,3 +92,76 @@ def test_rss_flat_mixed_transforms():
     fns = list(TRANSFORMS.values())
     growth = _growth(lambda i: fns[i % len(fns)]())
     assert growth < MAX_GROWTH, f"RSS grew by {growth / 2**20:.2f} MiB over {ITERS} mixed transforms"
+
+
+def _pytree_transforms():
+    params = {"W": W1, "b": B1, "out": [W2]}
+    f = lambda p: jl.mse(jl.tanh(jl.array(X) @ p["W"] + p["b"]) @ p["out"][0], Y)  # noqa: E731
+    return {
+        "jvp_pytree": lambda: jl.jvp(f, (params,), (params,)),
+        "grad_pytree": lambda: jl.grad(f)(params),
+        "hvp_pytree": lambda: jl.hvp(f, (params,), (params,)),
+        "jacobian_fwd": lambda: jl.jacobian(mlp, mode="fwd")(X),
+        "jacobian_rev": lambda: jl.jacobian(mlp, mode="rev")(X),
+    }
+
+
+@pytest.mark.parametrize("name", [*TRANSFORMS, *_pytree_transforms()])
+def test_transforms_leave_no_reference_cycles(name):
+    # Inputs and results must be freed when the caller drops them, not at the next garbage
+    # collection: the engine's block cache can only reuse a block once it is freed (a recursive
+    # closure in tree_flatten once held every leaf of every transform until then).
+    fn = {**TRANSFORMS, **_pytree_transforms()}[name]
+    fn()
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        fn()
+        found = gc.collect()
+    finally:
+        if enabled:
+            gc.enable()
+    assert found == 0, f"{name}: one call left {found} objects in reference cycles"
+
+
+def test_analyses_leave_no_reference_cycles():
+    m = jl.nn.Sequential(jl.nn.Linear(4, 8), jl.nn.Tanh(), jl.nn.Linear(8, 3))
+    r = jl.nn.Sequential(*[jl.nn.Residual(jl.nn.MLP(4, 8, 4, "tanh"), scale=0.5) for _ in range(3)])
+    p, pr = m.init(0), r.init(1)
+    loss_p = lambda q: jl.mean(jl.square(m.apply(q, jl.array(X))))  # noqa: E731
+    A = jl.analysis
+    calls = {
+        "input_jacobian": lambda: A.input_jacobian(m, p, X),
+        "layer_jacobians": lambda: A.layer_jacobians(r, pr, X),
+        "geometric_complexity": lambda: A.geometric_complexity(m, p, X),
+        "hessian_eigs": lambda: A.hessian_eigs(loss_p, p, k=2),
+        "hessian_trace": lambda: A.hessian_trace(loss_p, p, 4),
+        "apply": lambda: m.apply(p, X),
+    }
+    enabled = gc.isenabled()
+    try:
+        for name, fn in calls.items():
+            fn()
+            gc.collect()
+            gc.disable()
+            fn()
+            found = gc.collect()
+            gc.enable()
+            assert found == 0, f"{name}: one call left {found} objects in reference cycles"
+    finally:
+        if not enabled:
+            gc.disable()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(3, 5), (1000, 700), (5, 1_000_003)])  # the last: a populated mapping
+def test_workspace_arrays_are_writable_engine_blocks(shape, dtype):
+    a = jl._core._workspace(list(shape), dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.writeable and a.flags.c_contiguous
+    a[...] = np.arange(a.size, dtype=dtype).reshape(shape)
+    b = a[1:]  # a view keeps the block alive after the array itself is gone
+    del a
+    gc.collect()
+    expect = np.arange(shape[1], 2 * shape[1], dtype=dtype)
+    np.testing.assert_array_equal(b[0], expect)

@@ -10,6 +10,15 @@
 
 namespace jaclab::py_bind {
 
+// A writable NumPy array over a contiguous CPU Array's memory; the array's base capsule owns a
+// reference to the block, so the memory lives as long as any NumPy view of it.
+static py::array writable_numpy(const Array& a) {
+  auto* keep = new Array(a);
+  py::capsule base(keep, [](void* p) { delete static_cast<Array*>(p); });
+  std::vector<ssize_t> shape(a.shape().begin(), a.shape().end());
+  return py::array(dtype_to_py(a.dtype()), shape, a.raw(), base);
+}
+
 DType dtype_from_py(py::handle dtype) {
   py::dtype d = py::dtype::from_args(py::reinterpret_borrow<py::object>(dtype));
   if (d.kind() == 'f' && d.itemsize() == 4) return DType::Float32;
@@ -121,10 +130,7 @@ PYBIND11_MODULE(_core, m) {
             !a.storage()->own_block ||  // engine memory only: a wrapped array may alias someone's
             t.impl_ptr().use_count() != 1 || a.storage().use_count() != 1 || t.requires_grad() || t.has_tangents())
           return py::none();
-        auto* keep = new Array(a);  // owned by the array's base capsule
-        py::capsule base(keep, [](void* p) { delete static_cast<Array*>(p); });
-        std::vector<ssize_t> shape(a.shape().begin(), a.shape().end());
-        return py::array(dtype_to_py(a.dtype()), shape, a.raw(), base);
+        return writable_numpy(a);
       }, py::arg("t"));
   // Float64 vector kernels for host-side iterations (jl.analysis' Lanczos): the engine's BLAS,
   // whose threads are the ones the HVPs' GEMMs use (NumPy's BLAS would wake a second pool).
@@ -148,6 +154,11 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         blas::axpy(xv.size(), alpha, xv.data(), yv.mutable_data());
       }, py::arg("alpha"), py::arg("x"), py::arg("y"));
+  // A writable, uninitialised NumPy array on an engine block, for large work arrays of the
+  // analyses (a Lanczos basis): the engine's block cache keeps the memory mapped between calls.
+  m.def("_workspace", [](const Shape& shape, py::object dtype) {
+        return writable_numpy(Array::empty(shape, dtype_from_py(dtype)));
+      }, py::arg("shape"), py::arg("dtype") = py::dtype::of<double>());
   m.def("blas_info", [] { return std::string(blas::name()); });
   m.def("blas_num_threads", [] { return blas::num_threads(); });
   m.def("set_blas_num_threads", [](int n) { blas::set_num_threads(n); });

@@ -16,7 +16,6 @@ plus one pass of activations; no batch x batch Jacobian is ever formed.
 from __future__ import annotations
 
 import math as _math
-import mmap as _mmap
 
 import numpy as np
 
@@ -163,7 +162,7 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
                 J = J.reshape(B, n_out, n_in)
                 break
         if J is None:
-            J = _prefaulted((B, n_out, n_in), dtype)
+            J = _workspace((B, n_out, n_in), dtype)
         if use_rev:
             J[:, start:start + K, :] = np.asarray(c).reshape(B, K, n_in)
         else:
@@ -447,8 +446,26 @@ def jacobian_spectrum(model, params, x, layer=None) -> np.ndarray:
 
 
 def _hvp_flat(loss, flat: _Flat):
+    # Tangent leaves are views of v where the dtypes agree; other leaves (float32 params) are
+    # converted into buffers kept across calls: a fresh 4 MB conversion per HVP was a page fault
+    # per 4 KB. Safe to reuse: each result is copied out (flatten) before the next call.
+    bufs = {}
+
+    def tangents(v):
+        v = np.asarray(v)
+        parts = []
+        for i, (shape, dt) in enumerate(zip(flat.shapes, flat.dtypes)):
+            seg = v[flat.offsets[i]:flat.offsets[i + 1]].reshape(shape)
+            if seg.dtype != dt or not seg.flags.c_contiguous:
+                if i not in bufs:
+                    bufs[i] = np.empty(shape, dt)
+                np.copyto(bufs[i], seg, casting="unsafe")
+                seg = bufs[i]
+            parts.append(seg)
+        return _tree_unflatten(flat.tree, parts)
+
     def mv(v, out=None):
-        (hv,) = hvp(loss, (flat.params,), (flat.unflatten(v),))
+        (hv,) = hvp(loss, (flat.params,), (tangents(v),))
         return flat.flatten(hv, out)
 
     mv.writes_out = True  # _lanczos may pass out=
@@ -474,18 +491,17 @@ def _vnorm(a) -> float:
 
 
 
-def _prefaulted(shape, dtype=np.float64) -> np.ndarray:
-    """An uninitialised array whose pages the kernel maps up front (MAP_POPULATE, Linux), for
-    large results and work arrays. Touching fresh memory page by page costs ~13 ms per 7.5 MB
-    on a VM (one fault per 4 KB page): for a Lanczos basis of n ~ 1e6 that is a third of an HVP
-    per step; populated at once, ~2 ms. Small arrays come from NumPy as usual."""
+def _workspace(shape, dtype=np.float64) -> np.ndarray:
+    """An uninitialised, writable NumPy array on an engine memory block, for large results and
+    work arrays. Touching fresh memory page by page costs ~13 ms per 7.5 MB on a VM (one fault
+    per 4 KB page): for a Lanczos basis of n ~ 1e6 that is a third of an HVP per step. The engine
+    maps blocks from 16 MiB with their pages in place (MAP_POPULATE on Linux, ~2 ms per 7.5 MB),
+    and its block cache keeps a freed block for the next request of the same size, so a repeated
+    analysis (a sharpness measurement per epoch) maps nothing new. Small arrays come from NumPy."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
-    populate = getattr(_mmap, "MAP_POPULATE", 0)
-    if size < (1 << 20) or not populate:
+    if int(np.prod(shape)) * dtype.itemsize < (1 << 20):
         return np.empty(shape, dtype)
-    buf = _mmap.mmap(-1, size, flags=_mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS | populate)
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)  # the array keeps buf alive
+    return _core._workspace(list(shape), dtype)
 
 
 def _lanczos(matvec, n: int, iters: int, rng) -> tuple[np.ndarray, list]:
@@ -502,7 +518,7 @@ def _lanczos(matvec, n: int, iters: int, rng) -> tuple[np.ndarray, list]:
     eps = np.finfo(np.float64).eps
     tol = np.sqrt(eps)
     # The basis: each A q_j is written straight into row j + 1 and orthogonalised there.
-    Q = _prefaulted((iters, n))
+    Q = _workspace((iters, n))
     last = np.empty(n)  # A q_j of the last step has no row
     alpha = np.zeros(iters)
     beta = np.zeros(max(iters - 1, 0))
