@@ -165,3 +165,22 @@ def test_workspace_arrays_are_writable_engine_blocks(shape, dtype):
     gc.collect()
     expect = np.arange(shape[1], 2 * shape[1], dtype=dtype)
     np.testing.assert_array_equal(b[0], expect)
+
+
+def test_cached_memory_is_reported_and_released():
+    jl.release_cached_memory()
+    assert jl.cached_memory() == 0
+    keep = jl.array(np.arange(3_000_000, dtype=np.float64)) * 1.0  # an engine block in use: survives the release
+    expect = np.asarray(keep).copy()
+    a = jl.analysis._workspace((4, 1_000_000))
+    a[...] = 1.0
+    nbytes = a.nbytes
+    del a
+    assert jl.cached_memory() >= nbytes  # the freed block is kept for reuse ...
+    b = jl.analysis._workspace((4, 1_000_000))  # ... and taken again for the same size
+    assert jl.cached_memory() < nbytes
+    del b
+    released = jl.release_cached_memory()
+    assert released >= nbytes and jl.cached_memory() == 0
+    np.testing.assert_array_equal(np.asarray(keep), expect)
+    np.testing.assert_array_equal(np.asarray(jl.tanh(keep)), np.tanh(expect))  # allocation still works

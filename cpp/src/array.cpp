@@ -115,6 +115,31 @@ class BlockCache {
     }
     return fresh(bytes);
   }
+  // Bytes held idle (the calling thread's small blocks and everyone's large ones).
+  size_t idle_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_ + small().bytes;
+  }
+  // Returns the idle blocks to the system (the calling thread's small ones, all large ones).
+  size_t release_idle() {
+    std::unordered_multimap<size_t, void*> blocks;
+    size_t freed = 0;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(free_);
+      freed = cached_;
+      cached_ = 0;
+    }
+    for (auto& [bytes, p] : blocks) release(p, bytes);
+    SmallLists& sl = small();
+    for (auto& l : sl.lists) {
+      for (void* p : l) std::free(p);
+      l.clear();
+    }
+    freed += sl.bytes;
+    sl.bytes = 0;
+    return freed;
+  }
   void give(void* p, size_t bytes) {
     if (bytes < kMinCached) {
       SmallLists& sl = small();
@@ -191,6 +216,9 @@ class BlockCache {
 Storage::~Storage() {
   if (own_block) BlockCache::get().give(data, own_block);
 }
+
+size_t cached_host_bytes() { return BlockCache::get().idle_bytes(); }
+size_t release_cached_host_memory() { return BlockCache::get().release_idle(); }
 
 Array Array::empty(const Shape& shape, DType dtype, Device device) {
   check_rank(shape);

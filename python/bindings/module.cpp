@@ -159,6 +159,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("_workspace", [](const Shape& shape, py::object dtype) {
         return writable_numpy(Array::empty(shape, dtype_from_py(dtype)));
       }, py::arg("shape"), py::arg("dtype") = py::dtype::of<double>());
+  m.def("cached_host_bytes", &cached_host_bytes);
+  m.def("release_cached_host_memory", &release_cached_host_memory);
   m.def("blas_info", [] { return std::string(blas::name()); });
   m.def("blas_num_threads", [] { return blas::num_threads(); });
   m.def("set_blas_num_threads", [](int n) { blas::set_num_threads(n); });

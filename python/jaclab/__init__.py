@@ -157,6 +157,20 @@ def num_threads() -> int:
     return _core.pool_num_threads()
 
 
+def cached_memory() -> int:
+    """Bytes of host memory the engine holds idle for reuse. Freed tensor memory is kept by size
+    (up to 512 MiB), because derivative code allocates the same shapes over and over and fresh
+    memory costs a page fault per 4 KB; large analyses' work arrays (a Lanczos basis) stay there
+    between calls. Counts all large blocks and the calling thread's small ones."""
+    return int(_core.cached_host_bytes())
+
+
+def release_cached_memory() -> int:
+    """Return the engine's idle host memory (see :func:`cached_memory`) to the system; returns
+    the number of bytes released. Tensors in use are not affected."""
+    return int(_core.release_cached_host_memory())
+
+
 def info() -> dict:
     """Build facts: version, BLAS, BLAS threads, CUDA."""
     d = {

@@ -97,4 +97,9 @@ class Array {
 int normalize_axis(int axis, int ndim, const char* op);
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 
+// The host block cache (array.cpp): freed blocks are kept for reuse by size, up to 512 MiB,
+// since derivative code allocates the same shapes again and again.
+size_t cached_host_bytes();           // bytes held idle now (large blocks; small ones of this thread)
+size_t release_cached_host_memory();  // returns them to the system; the number of bytes released
+
 }  // namespace jaclab
