@@ -331,7 +331,8 @@ def test_device_strings_and_missing_cuda():
 
 
 def test_vector_kernels_for_host_iterations():
-    # _core._vec_dot / _vec_axpy (the engine's BLAS, used by Lanczos): results and argument checks
+    # _core._vec_dot / _vec_axpy / _vec_scal (the engine's BLAS, used by Lanczos): results and
+    # argument checks
     rng = np.random.default_rng(7)
     for n in (1, 1000, 300_001):  # long enough to be threaded by the BLAS
         x, y = rng.standard_normal(n), rng.standard_normal(n)
@@ -339,6 +340,9 @@ def test_vector_kernels_for_host_iterations():
         want = y - 0.25 * x
         jl._core._vec_axpy(-0.25, x, y)
         np.testing.assert_allclose(y, want, rtol=1e-15, atol=1e-15)
+        want = x / 3.0
+        jl._core._vec_scal(1.0 / 3.0, x)
+        np.testing.assert_allclose(x, want, rtol=1e-15, atol=0)
     x = np.ones(4)
     for bad in (x.astype(np.float32), np.ones(8)[::2], np.ones((2, 2))):
         with pytest.raises(ValueError, match=r"_vec_dot: y must be a C-contiguous 1-d float64"):
@@ -349,3 +353,7 @@ def test_vector_kernels_for_host_iterations():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match=r"_vec_axpy: y must be a writable"):
         jl._core._vec_axpy(1.0, x, ro)
+    with pytest.raises(ValueError, match=r"_vec_scal: x must be a writable"):
+        jl._core._vec_scal(2.0, ro)
+    with pytest.raises(ValueError, match=r"_vec_scal: x must be a writable C-contiguous 1-d float64"):
+        jl._core._vec_scal(2.0, np.ones(8)[::2])

@@ -797,6 +797,10 @@ void axpy(int64_t n, double alpha, const double* x, double* y) {
   for (int64_t i = 0; i < n; i += kBlasIntMax)
     JL_CBLAS(daxpy)(static_cast<blasint>(std::min(kBlasIntMax, n - i)), alpha, x + i, 1, y + i, 1);
 }
+void scal(int64_t n, double alpha, double* x) {
+  for (int64_t i = 0; i < n; i += kBlasIntMax)
+    JL_CBLAS(dscal)(static_cast<blasint>(std::min(kBlasIntMax, n - i)), alpha, x + i, 1);
+}
 const char* name() {
   static std::string s = std::string("scipy-openblas32 (") + scipy_openblas_get_config() + ", core " +
                          scipy_openblas_get_corename() + ")";

@@ -154,6 +154,11 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         blas::axpy(xv.size(), alpha, xv.data(), yv.mutable_data());
       }, py::arg("alpha"), py::arg("x"), py::arg("y"));
+  m.def("_vec_scal", [vec](double alpha, py::array& x) {  // x *= alpha, in place
+        Vec xv = vec(x, "_vec_scal", "x", true);
+        py::gil_scoped_release release;
+        blas::scal(xv.size(), alpha, xv.mutable_data());
+      }, py::arg("alpha"), py::arg("x"));
   // A writable, uninitialised NumPy array on an engine block, for large work arrays of the
   // analyses (a Lanczos basis): the engine's block cache keeps the memory mapped between calls.
   m.def("_workspace", [](const Shape& shape, py::object dtype) {

@@ -12,7 +12,8 @@ int num_threads();
 void set_num_threads(int n);
 const char* name();  // e.g. "scipy-openblas32 0.3.x (Haswell)"
 // Float64 vector kernels (threaded by the BLAS for long vectors), for host-side iterations over
-// flat parameter vectors such as Lanczos: x . y, and y += alpha x.
+// flat parameter vectors such as Lanczos: x . y, y += alpha x, and x *= alpha.
 double dot(int64_t n, const double* x, const double* y);
 void axpy(int64_t n, double alpha, const double* x, double* y);
+void scal(int64_t n, double alpha, double* x);
 }  // namespace jaclab::blas
