@@ -47,11 +47,12 @@ def test_large_elementwise_ops_match_numpy(threads, n, dtype):
         np.testing.assert_allclose(np.asarray(got), want, rtol=tol, atol=tol, err_msg=f"op {k}")
 
 
-def test_thread_count_does_not_change_the_bits(threads):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_thread_count_does_not_change_the_bits(threads, dtype):
     results = {}
     for n in (1, 2, 4):
         jl.set_num_threads(n)
-        results[n] = [np.asarray(t).copy() for t, _ in large_ops(np.random.default_rng(0), np.float64)]
+        results[n] = [np.asarray(t).copy() for t, _ in large_ops(np.random.default_rng(0), dtype)]
     for n in (2, 4):
         for k, (x, y) in enumerate(zip(results[1], results[n])):
             assert np.array_equal(x, y), f"op {k} differs with {n} threads"

@@ -149,7 +149,7 @@ constexpr bool is_cheap(Unary op) {
 
 template <class T>
 void unary_typed(Unary op, const T* x, T* y, int64_t n, T p) {
-  const int64_t grain = parallel::grain_for<T>(is_cheap(op) ? parallel::kGrainCheap : parallel::kGrainTranscend);
+  const int64_t grain = is_cheap(op) ? parallel::grain_for<T>(parallel::kGrainCheap) : parallel::transcend_grain<T>();
   parallel::for_range(n, grain, [&](int64_t b, int64_t e) { unary_chunk(op, x + b, y + b, e - b, p); });
 }
 
