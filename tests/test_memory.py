@@ -138,6 +138,11 @@ def test_analyses_leave_no_reference_cycles():
         "hessian_eigs": lambda: A.hessian_eigs(loss_p, p, k=2),
         "hessian_trace": lambda: A.hessian_trace(loss_p, p, 4),
         "apply": lambda: m.apply(p, X),
+        "linearize": lambda: jl.linearize(mlp, X)[1](V),
+        "modified_loss": lambda: A.modified_loss(loss_p, p, 0.1),
+        "lie_bracket": lambda: A.lie_bracket(loss_p, lambda q: jl.mean(jl.tanh(m.apply(q, jl.array(X)))), p),
+        "residual_expansion": lambda: A.residual_expansion(r, pr, X, 2),
+        "train": lambda: jl.optim.train(m, p, "mse", (X, Y), jl.optim.SGD(0.1), steps=2, batch_size=5),
     }
     enabled = gc.isenabled()
     try:
