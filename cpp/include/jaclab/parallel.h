@@ -23,9 +23,8 @@ void set_num_threads(int n);
 constexpr int64_t kGrainCheap = 262144;     // one multiply-add per element
 constexpr int64_t kGrainTranscend = 32768;  // tanh, exp, erf, ... (float64: a 256x256 tanh is split)
 
-// The grains above count 8-byte elements. A float32 element takes about half the time (twice the
-// SIMD lanes, half the bytes), so its chunks hold twice as many: measured, a float32 tanh over
-// 131K elements ran slower split (75-95 us) than on one thread (65 us).
+// The grains above count 8-byte elements. For the cheap, memory-bound loops a float32 element
+// takes about half the time (half the bytes), so its chunks hold twice as many.
 template <class T>
 constexpr int64_t grain_for(int64_t grain) {
   return grain * static_cast<int64_t>(sizeof(double) / sizeof(T));
