@@ -334,6 +334,10 @@ FUSED = {
                                              lambda rng: _attn_args(rng, (2, 1, 1100, 2))),
     "linear_2d": (jl.linear, lambda x, W, b: x @ W + b, lambda rng: _linear_args(rng, (4, 3))),
     "linear_3d": (jl.linear, lambda x, W, b: x @ W + b, lambda rng: _linear_args(rng, (2, 3, 4))),
+    "residual_2d": (lambda x, f: jl._core.residual(x, f, 0.3), lambda x, f: x + f * 0.3,
+                    lambda rng: [rng.standard_normal((4, 3)), rng.standard_normal((4, 3))]),
+    "residual_3d": (lambda x, f: jl._core.residual(x, f, -1.7), lambda x, f: x + f * -1.7,
+                    lambda rng: [rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))]),
 }
 
 
@@ -388,6 +392,44 @@ def test_fused_matches_composite(name, seed):
     gm = g(*[a - FD_EPS * t for a, t in zip(args, tans)])
     for k in range(len(args)):
         assert_close(hf[k], (npf(gp[k]) - npf(gm[k])) / (2 * FD_EPS), FD_RTOL, what=f"HVP arg {k} vs FD")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_residual_node_gives_the_composition_s_numbers(dtype):
+    # One pass x + s f: the same numbers as scale then add, also when split over threads
+    # (600K elements), in both dtypes; s = 1 is a plain add; other shapes broadcast through the
+    # composition; a dtype mismatch names the op.
+    rng = np.random.default_rng(3)
+    for shape in [(5, 7), (3, 200_000)]:
+        x, f = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+        for s in (0.0625, -1.3, 1.0):
+            got = npf(jl._core.residual(x, f, s))
+            want = npf(jl.array(x) + jl.array(f) * s) if s != 1.0 else x + f
+            assert np.array_equal(got, want), (shape, s)
+    x, row = rng.standard_normal((4, 3)), rng.standard_normal(3)
+    assert_close(jl._core.residual(x, row, 0.5), x + 0.5 * row, EXACT_RTOL)
+    out, t = jl.jvp(lambda a, b: jl._core.residual(a, b, 0.5), (x, row), (np.ones_like(x), np.ones_like(row)))
+    assert_close(t, np.full((4, 3), 1.5), EXACT_RTOL)
+    with pytest.raises(TypeError, match=r"residual: dtype mismatch"):
+        jl._core.residual(x, x.astype(np.float32), 0.5)
+
+
+def test_residual_jacobian_with_shared_directions():
+    # jl.jacobian's forward mode carries directions shared across rows; the residual node must
+    # take them (its rule falls back to the composition for unequal shapes).
+    rng = np.random.default_rng(4)
+    f = rng.standard_normal((3, 4))
+    fn = lambda x: jl._core.residual(x, jl.tanh(x) * jl.array(f), 0.25)  # noqa: E731
+    x = rng.standard_normal((3, 4))
+    J = np.asarray(jl.jacobian(fn, mode="fwd")(x))
+    Jr = np.asarray(jl.jacobian(fn, mode="rev")(x))
+    want = np.zeros((3, 4, 3, 4))
+    d = 1 + 0.25 * f * (1 - np.tanh(x) ** 2)
+    for i in range(3):
+        for j in range(4):
+            want[i, j, i, j] = d[i, j]
+    assert_close(J, want, EXACT_RTOL)
+    assert_close(Jr, want, EXACT_RTOL)
 
 
 def test_fused_attention_causal_differs_from_full():

@@ -129,7 +129,7 @@ bool accepts_shared_tangents(const char* name) {
                                      "pow",  "exp",  "log",   "tanh",      "sigmoid", "relu",      "erf",
                                      "gelu", "gelu_grad",     "gelu_tanh", "softplus", "square",   "sqrt",
                                      "matmul",    "addmm",   "linear",
-                                     "tanh_grad_mul"};
+                                     "tanh_grad_mul", "residual"};
   for (const char* op : kOps)
     if (std::strcmp(op, name) == 0) return true;
   return false;

@@ -54,6 +54,8 @@ void bind_ops(py::module_& m) {
   m.def("layer_norm", [](A x, A g, A b, double eps) { return layer_norm(x.t, g.t, b.t, eps); }, py::arg("x"),
         py::arg("g"), py::arg("b"), py::arg("eps") = 1e-5,
         "LayerNorm over the last axis (biased variance): (x - mean) / sqrt(var + eps) * g + b.");
+  m.def("residual", [](A x, A f, double s) { return residual(x.t, f.t, s); }, py::arg("x"), py::arg("f"),
+        py::arg("scale"), "x + scale * f, a residual block's combination as one node (x and f of one shape).");
   m.def("linear", [](A x, A W, A b) { return linear(x.t, W.t, b.t); }, py::arg("x"), py::arg("W"), py::arg("b"),
         "Fused x @ W + b for x (..., K), W (K, N), b (N,).");
   m.def("layer_norm_composite", [](A x, A g, A b, double eps) { return layer_norm_composite(x.t, g.t, b.t, eps); },

@@ -229,8 +229,7 @@ class Residual(Module):
         return _core.spec_residual(self.block._spec(), self.scale)
 
     def apply(self, params, x):
-        y = self.block.apply(params, x)
-        return x + (y if self.scale == 1.0 else y * self.scale)
+        return _core.residual(x, self.block.apply(params, x), self.scale)
 
 
 class TransformerBlock(Module):

@@ -64,6 +64,9 @@ Tensor log_softmax(const Tensor& x, int axis = -1);
 // ---- fused block primitives (ops/blocks.cpp) -----------------------------------------------------
 // y = x @ W + b; x (..., K), W (K, N), b (N,).
 Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b);
+// x + s f: the combination of Residual(block, scale), one node (x and f of one shape; others
+// broadcast through add and scale).
+Tensor residual(const Tensor& x, const Tensor& f, double s);
 // layer_norm over the last axis, biased variance; g, b of shape (d,).
 Tensor layer_norm(const Tensor& x, const Tensor& g, const Tensor& b, double eps = 1e-5);
 // q (..., T, dh), k (..., S, dh), v (..., S, dv), equal leading dims (B, H):

@@ -97,9 +97,9 @@ Tensor transformer_block(const Tensor& x, const TransformerParams& p, int n_head
                          double s, Activation act) {
   Tensor a = multi_head_attention(apply_norm(x, norm, p.norm1_g, p.norm1_b, "norm1"), p.Wq, p.Wk, p.Wv, p.Wo,
                                   n_heads, causal);
-  Tensor h = add(x, s == 1.0 ? a : scale(a, s));
+  Tensor h = residual(x, a, s);
   Tensor m = mlp(apply_norm(h, norm, p.norm2_g, p.norm2_b, "norm2"), p.W1, p.b1, p.W2, p.b2, act);
-  return add(h, s == 1.0 ? m : scale(m, s));
+  return residual(h, m, s);
 }
 
 }  // namespace jaclab::nn

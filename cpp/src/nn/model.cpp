@@ -226,15 +226,14 @@ class ResidualM final : public Module {
   ResidualM(ModulePtr b, double s) : block_(std::move(b)), scale_(s) {}
   void param_shapes(std::vector<Shape>& out) const override { block_->param_shapes(out); }
   Tensor forward(const Tensor* p, const Tensor& x) const override {
-    Tensor y = block_->forward(p, x);
-    return add(x, scale_ == 1.0 ? y : scale(y, scale_));
+    return residual(x, block_->forward(p, x), scale_);
   }
   std::string describe() const override { return str_cat("Residual(", block_->describe(), ", scale=", scale_, ")"); }
   bool has_fast_grad() const override { return block_->has_fast_grad(); }
   // y = x + s f(x):  dx = g + J_f^T (s g),  dparams = J_p^T (s g)
   Array fast_forward(const Array* p, const Array& x, std::vector<Array>& tape) const override {
     Array y = block_->fast_forward(p, x, tape);
-    return kernels::binary(kernels::Binary::Add, x, scale_ == 1.0 ? y : kernels::affine(y, scale_, 0.0));
+    return scale_ == 1.0 ? kernels::binary(kernels::Binary::Add, x, y) : kernels::add_scaled(x, y, scale_);
   }
   Array fast_backward(const Array* p, std::vector<Array>& tape, const Array& g, Array* grads,
                       bool need_dx) const override {

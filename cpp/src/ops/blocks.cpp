@@ -67,6 +67,22 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
       });
 }
 
+// ---- residual: y = x + s f, Residual(block, scale)'s combination as one node -------------------------
+//   jvp  dy = dx + s df        vjp  gx = g,  gf = s g
+Tensor residual(const Tensor& x, const Tensor& f, double s) {
+  require_same_dtype(x, f, "residual");
+  if (s == 1.0) return add(x, f);
+  if (x.shape() != f.shape()) return add(x, scale(f, s));  // broadcasting: the composition
+  return make_op(
+      "residual", {x, f}, kernels::add_scaled(x.value(), f.value(), s),
+      [s](const JvpContext& c) {
+        if (!c.t(1).defined()) return c.t(0);
+        if (!c.t(0).defined()) return scale(c.t(1), s);
+        return residual(c.t(0), c.t(1), s);
+      },
+      [s](const VjpContext& c) { return Grads{c.g, c.needs[1] ? scale(c.g, s) : Tensor()}; });
+}
+
 // ---- layer_norm: y = xhat g + b, xhat = (x - mean) * rstd, rstd = 1/sqrt(var + eps) ----------------
 //   jvp  dxhat = rstd (dx - mean(dx) - xhat mean(xhat dx));  dy = dxhat g + xhat dg + db
 //   vjp  gxhat = gy g;  dx = rstd (gxhat - mean(gxhat) - xhat mean(gxhat xhat));  dg = gy xhat; db = gy
