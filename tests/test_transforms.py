@@ -522,3 +522,28 @@ def test_empty_arrays():
     np.testing.assert_array_equal(npf(jl.matmul(np.zeros((2, 0)), np.zeros((0, 3)))), np.zeros((2, 3)))
     g = jl.grad(lambda a: jl.sum(jl.tanh(a)))(z)
     assert g.shape == (0, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_hvp_through_tanh_fused_rule(dtype):
+    # f(x) = sum(tanh(x)^2) / 2: grad = y (1 - y^2), Hessian = diag((1 - 3 y^2)(1 - y^2)). Its HVP
+    # meets tanh's derivative t (1 - y^2) with tangents on both t and y, which jl.hvp computes in
+    # one pass; jl.jacobian's forward mode (several directions at once) takes the composite rule,
+    # and must give the same bits, column by column.
+    rng = np.random.default_rng(11)
+    f = lambda x: 0.5 * jl.sum(jl.square(jl.tanh(x)))  # noqa: E731
+    tol = 1e-13 if dtype == np.float64 else 2e-6
+    for n in (7, 300_001):  # the long one is split over threads
+        x = rng.standard_normal(n).astype(dtype)
+        v = rng.standard_normal(n).astype(dtype)
+        (hv,) = jl.hvp(f, (x,), (v,))
+        y = np.tanh(x.astype(np.float64))
+        want = (1 - 3 * y**2) * (1 - y**2) * v
+        np.testing.assert_allclose(np.asarray(hv, np.float64), want, rtol=tol, atol=tol)
+    x = rng.uniform(-2, 2, 7).astype(dtype)
+    for i in range(7):
+        e = np.zeros(7, dtype)
+        e[i] = rng.standard_normal()
+        (col,) = jl.hvp(f, (x,), (e,))
+        col_b = np.asarray(jl.jacobian(lambda s: jl.grad(f)(x + s * e), mode="fwd")(np.zeros((), dtype)))
+        assert col_b.shape == (7,) and np.array_equal(np.asarray(col), col_b), i

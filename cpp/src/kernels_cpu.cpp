@@ -289,6 +289,27 @@ Array binary(Binary op, const Array& a, const Array& b) {
   return y;
 }
 
+bool tanh_grad_mul_jvp(const Array& t, const Array& y, const Array& dt, const Array& dy, Array& out) {
+  for (const Array* a : {&y, &dt, &dy})
+    if (a->shape() != t.shape() || a->dtype() != t.dtype() || a->device().type != DeviceType::CPU) return false;
+  if (t.device().type != DeviceType::CPU || !is_float(t.dtype())) return false;
+  Array tc = t.contiguous(), yc = y.contiguous(), dtc = dt.contiguous(), dyc = dy.contiguous();
+  out = Array::empty(t.shape(), t.dtype());
+  dispatch_float(t.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T *tp = tc.data<T>(), *yp = yc.data<T>(), *dtp = dtc.data<T>(), *dyp = dyc.data<T>();
+    T* op = out.data<T>();
+    parallel::for_range(out.numel(), parallel::grain_for<T>(parallel::kGrainCheap), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {  // the composition's steps and roundings, one pass
+        const T first = dtp[i] * (T(1) - yp[i] * yp[i]);
+        const T second = T(-2) * ((tp[i] * yp[i]) * dyp[i]) + T(0);
+        op[i] = first + second;
+      }
+    });
+  });
+  return true;
+}
+
 Array affine(const Array& x, double alpha, double beta) {
   if (DeviceBackend* be = backend_for(x.device())) return be->affine(x, alpha, beta);
   require_float(x, "affine");

@@ -24,6 +24,10 @@ Array unary(Unary op, const Array& x, double param = 0.0);
 Array binary(Binary op, const Array& a, const Array& b);
 // y = alpha * x + beta (elementwise, same dtype)
 Array affine(const Array& x, double alpha, double beta);
+// The first-order JVP of tanh_grad_mul, t (1 - y^2), in one pass: dt (1 - y^2) - 2 t y dy for four
+// CPU arrays of one shape and dtype (the same numbers as that composition of binary and affine
+// kernels). False (the caller composes) for anything else.
+bool tanh_grad_mul_jvp(const Array& t, const Array& y, const Array& dt, const Array& dy, Array& out);
 
 // Sum over `axes` (normalised, any order); keepdims keeps them as size-1.
 Array sum(const Array& x, const std::vector<int>& axes, bool keepdims);

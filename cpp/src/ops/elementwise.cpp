@@ -151,6 +151,10 @@ static Tensor tanh_grad_mul(const Tensor& t, const Tensor& y) {
   return make_op(
       "tanh_grad_mul", {t, y}, kernels::binary(Binary::MulOneMinusSquare, t.value(), y.value()),
       [](const JvpContext& c) {
+        Array both;  // first order (an HVP's backward pass): the two terms below in one pass
+        if (!c.batch && c.t(0).defined() && c.t(1).defined() && all_constant({c.in(0), c.in(1), c.t(0), c.t(1)}) &&
+            kernels::tanh_grad_mul_jvp(c.in(0).value(), c.in(1).value(), c.t(0).value(), c.t(1).value(), both))
+          return Tensor(both);
         Tensor dt = c.t(0).defined() ? tanh_grad_mul(c.t(0), c.in(1)) : Tensor();
         Tensor dy = c.t(1).defined() ? scale(mul(mul(c.in(0), c.in(1)), c.t(1)), -2.0) : Tensor();
         return add_opt(dt, dy);
