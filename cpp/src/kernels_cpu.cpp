@@ -289,10 +289,25 @@ Array binary(Binary op, const Array& a, const Array& b) {
   return y;
 }
 
+Array add_scaled(const Array& x, const Array& y, double s) {
+  if (x.shape() != y.shape() || x.dtype() != y.dtype())
+    throw_value("add_scaled: x and y must have one shape and dtype, got ", shape_str(x.shape()), " ",
+                dtype_name(x.dtype()), " and ", shape_str(y.shape()), " ", dtype_name(y.dtype()));
+  if (backend_for("add_scaled", {&x, &y})) return binary(Binary::Add, x, affine(y, s, 0.0));  // two tested kernels
+  require_float(x, "add_scaled");
+  Array out = Array::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), [&](auto z) {
+    using T = decltype(z);
+    const T sc = static_cast<T>(s);
+    binary_loops<T>(x, y, out, [sc](T u, T v) { return u + sc * v; });
+  });
+  return out;
+}
+
 bool tanh_grad_mul_jvp(const Array& t, const Array& y, const Array& dt, const Array& dy, Array& out) {
-  for (const Array* a : {&y, &dt, &dy})
+  for (const Array* a : {&t, &y, &dt, &dy})
     if (a->shape() != t.shape() || a->dtype() != t.dtype() || a->device().type != DeviceType::CPU) return false;
-  if (t.device().type != DeviceType::CPU || !is_float(t.dtype())) return false;
+  if (!is_float(t.dtype())) return false;
   Array tc = t.contiguous(), yc = y.contiguous(), dtc = dt.contiguous(), dyc = dy.contiguous();
   out = Array::empty(t.shape(), t.dtype());
   dispatch_float(t.dtype(), [&](auto z) {

@@ -143,26 +143,6 @@ Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool ca
   return out;
 }
 
-Array add_scaled(const Array& x_in, const Array& y_in, double s) {
-  if (x_in.shape() != y_in.shape() || x_in.dtype() != y_in.dtype())
-    throw_value("add_scaled: x and y must have one shape and dtype, got ", shape_str(x_in.shape()), " ",
-                dtype_name(x_in.dtype()), " and ", shape_str(y_in.shape()), " ", dtype_name(y_in.dtype()));
-  if (backend_for("add_scaled", {&x_in, &y_in})) return binary(Binary::Add, x_in, affine(y_in, s, 0.0));  // two tested kernels
-  Array x = x_in.contiguous(), y = y_in.contiguous();
-  Array out = Array::empty(x.shape(), x.dtype());
-  dispatch_float(x.dtype(), [&](auto z) {
-    using T = decltype(z);
-    const T sc = static_cast<T>(s);
-    const T* xp = x.data<T>();
-    const T* yp = y.data<T>();
-    T* op = out.data<T>();
-    parallel::for_range(out.numel(), parallel::grain_for<T>(parallel::kGrainCheap), [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) op[i] = xp[i] + sc * yp[i];
-    });
-  });
-  return out;
-}
-
 Array layer_norm(const Array& x_in, const Array& g_in, const Array& b_in, double eps) {
   if (DeviceBackend* be = backend_for("layer_norm", {&x_in, &g_in, &b_in})) return be->layer_norm(x_in, g_in, b_in, eps);
   Array x = x_in.contiguous(), g = g_in.contiguous(), b = b_in.contiguous();

@@ -24,6 +24,9 @@ Array unary(Unary op, const Array& x, double param = 0.0);
 Array binary(Binary op, const Array& a, const Array& b);
 // y = alpha * x + beta (elementwise, same dtype)
 Array affine(const Array& x, double alpha, double beta);
+// x + s y for x and y of one shape and dtype, in one pass (a residual block's combination): the
+// same numbers as affine(y, s, 0) added to x.
+Array add_scaled(const Array& x, const Array& y, double s);
 // The first-order JVP of tanh_grad_mul, t (1 - y^2), in one pass: dt (1 - y^2) - 2 t y dy for four
 // CPU arrays of one shape and dtype (the same numbers as that composition of binary and affine
 // kernels). False (the caller composes) for anything else.
@@ -67,9 +70,6 @@ bool all_finite(const Array& x);
 // ---- fused block kernels (kernels_nn.cpp) ---------------------------------------------------
 // y = x @ W + b for x (..., K), W (K, N), b (N,): the bias is the GEMM's C input (beta = 1).
 Array linear(const Array& x, const Array& W, const Array& b);
-// x + s y for x and y of one shape and dtype, in one pass (a residual block's combination): the
-// same numbers as affine(y, s, 0) added to x.
-Array add_scaled(const Array& x, const Array& y, double s);
 // softmax(q k^T / sqrt(dh) [+ causal mask]) v per leading index; q (..., T, dh), k (..., S, dh),
 // v (..., S, dv) with equal leading dims. The (T, S) scores live only per slice.
 Array attention(const Array& q, const Array& k, const Array& v, bool causal);
