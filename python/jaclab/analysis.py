@@ -294,12 +294,19 @@ class _Flat:
             np.copyto(out[self.offsets[i]:self.offsets[i + 1]], _host(a).reshape(-1))
         return out
 
-    def unflatten(self, v) -> object:
+    def unflatten(self, v, bufs: dict | None = None) -> object:
+        """The params pytree of vector v: views of v where dtype and layout allow, else copies;
+        with ``bufs`` (a dict kept by the caller) the copies go into buffers reused across calls."""
         v = np.asarray(v)
-        parts = [
-            np.ascontiguousarray(v[self.offsets[i]:self.offsets[i + 1]].reshape(s), dtype=dt)
-            for i, (s, dt) in enumerate(zip(self.shapes, self.dtypes))
-        ]
+        parts = []
+        for i, (shape, dt) in enumerate(zip(self.shapes, self.dtypes)):
+            seg = v[self.offsets[i]:self.offsets[i + 1]].reshape(shape)
+            if bufs is not None and (seg.dtype != dt or not seg.flags.c_contiguous):
+                if i not in bufs:
+                    bufs[i] = np.empty(shape, dt)
+                np.copyto(bufs[i], seg, casting="unsafe")
+                seg = bufs[i]
+            parts.append(np.ascontiguousarray(seg, dtype=dt))
         return _tree_unflatten(self.tree, parts)
 
 
@@ -446,26 +453,13 @@ def jacobian_spectrum(model, params, x, layer=None) -> np.ndarray:
 
 
 def _hvp_flat(loss, flat: _Flat):
-    # Tangent leaves are views of v where the dtypes agree; other leaves (float32 params) are
-    # converted into buffers kept across calls: a fresh 4 MB conversion per HVP was a page fault
-    # per 4 KB. Safe to reuse: each result is copied out (flatten) before the next call.
+    # Tangent leaves that need a conversion (float32 params) go into buffers kept across calls:
+    # a fresh 4 MB conversion per HVP was a page fault per 4 KB. Safe to reuse: each result is
+    # copied out (flatten) before the next call.
     bufs = {}
 
-    def tangents(v):
-        v = np.asarray(v)
-        parts = []
-        for i, (shape, dt) in enumerate(zip(flat.shapes, flat.dtypes)):
-            seg = v[flat.offsets[i]:flat.offsets[i + 1]].reshape(shape)
-            if seg.dtype != dt or not seg.flags.c_contiguous:
-                if i not in bufs:
-                    bufs[i] = np.empty(shape, dt)
-                np.copyto(bufs[i], seg, casting="unsafe")
-                seg = bufs[i]
-            parts.append(seg)
-        return _tree_unflatten(flat.tree, parts)
-
     def mv(v, out=None):
-        (hv,) = hvp(loss, (flat.params,), (tangents(v),))
+        (hv,) = hvp(loss, (flat.params,), (flat.unflatten(v, bufs),))
         return flat.flatten(hv, out)
 
     mv.writes_out = True  # _lanczos may pass out=
