@@ -131,13 +131,8 @@ class BlockCache {
       cached_ = 0;
     }
     for (auto& [bytes, p] : blocks) release(p, bytes);
-    SmallLists& sl = small();
-    for (auto& l : sl.lists) {
-      for (void* p : l) std::free(p);
-      l.clear();
-    }
-    freed += sl.bytes;
-    sl.bytes = 0;
+    freed += small().bytes;
+    small().clear();
     return freed;
   }
   void give(void* p, size_t bytes) {
@@ -193,10 +188,14 @@ class BlockCache {
   struct SmallLists {
     std::vector<void*> lists[(size_t(64) << 10) / 64];
     size_t bytes = 0;
-    ~SmallLists() {
-      for (auto& l : lists)
+    void clear() {
+      for (auto& l : lists) {
         for (void* p : l) std::free(p);
+        l.clear();
+      }
+      bytes = 0;
     }
+    ~SmallLists() { clear(); }
   };
   static SmallLists& small() {
     thread_local SmallLists lists;
