@@ -300,3 +300,133 @@ def test_release_to_numpy_only_takes_unshared_tensors():
     assert np.array_equal(np.asarray(view), [[0, 2, 4], [6, 8, 10]])
     frozen = np.asarray(jl.array(np.arange(3.0)) * 1.0)  # read-only memory of another tensor
     assert jl._core._release_to_numpy(jl.array(frozen)) is None  # a wrap: never handed out writable
+
+
+# ---- structured per-sample Jacobians (blocks that declare their factors) -------------------
+
+STRUCTURED = {  # name: (model factory, d_in); each declares its Jacobian as factors
+    "linear": (lambda: nn.Linear(6, 4), 6),
+    "activation": (lambda: nn.GELUTanh(), 5),
+    "mlp_narrow_out": (lambda: nn.MLP(9, 7, 3, "gelu"), 9),
+    "mlp_wide_out": (lambda: nn.MLP(3, 7, 8, "relu"), 3),  # input side first, then transposed
+    "residual_tanh": (lambda: nn.Residual(nn.MLP(6, 10, 6, "tanh"), 1 / 16), 6),
+    "residual_sigmoid_mlp": (lambda: nn.Residual(nn.MLP(5, 3, 5, "sigmoid"), 0.7), 5),
+    "residual_linear": (lambda: nn.Residual(nn.Linear(4, 4), 2.5), 4),
+    "seq_mlp": (lambda: nn.Sequential(nn.Linear(7, 6), nn.Tanh(), nn.Linear(6, 6), nn.Sigmoid(),
+                                      nn.Linear(6, 3)), 7),
+    "seq_activation_first": (lambda: nn.Sequential(nn.Tanh(), nn.ReLU(), nn.Linear(4, 5), nn.GELU()), 4),
+    "seq_one_residual": (lambda: nn.Sequential(nn.Residual(nn.MLP(4, 6, 4, "gelu"), 0.5)), 4),
+}
+
+UNSTRUCTURED = {  # the analyses take basis sweeps for these
+    "layernorm_in_chain": (lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)), 3),
+    "residual_in_chain": (lambda: nn.Sequential(nn.Residual(nn.MLP(3, 4, activation="tanh"), 0.5), nn.Tanh()), 3),
+    "residual_of_residual": (lambda: nn.Residual(nn.Residual(nn.Linear(3, 3), 0.5), 0.5), 3),
+    "rmsnorm": (lambda: nn.RMSNorm(3), 3),
+}
+
+
+def _init(model, seed, dtype=np.float64):
+    params = perturb(np.random.default_rng(seed + 100), model.init(seed))
+    return jl.tree_map(lambda p: np.asarray(p, dtype), params)
+
+
+@pytest.mark.parametrize("name", list(STRUCTURED))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_structured_jacobian_equals_basis_sweeps_and_fd(name, seed):
+    factory, d_in = STRUCTURED[name]
+    model = factory()
+    rng = np.random.default_rng(seed)
+    B = int(rng.integers(1, 6))
+    params, x = _init(model, seed), rng.standard_normal((B, d_in))
+    S = analysis._structured_jacobian(model, params, jl.array(x))
+    assert S is not None, "the structured path was not taken"
+    y = npf(model.apply(params, x))
+    assert S.shape == (B, y.shape[1], d_in) and S.dtype == np.float64 and S.flags.writeable
+    for mode in ("fwd", "rev"):  # the engine's basis sweeps: an independent path
+        assert_close(S, analysis.per_sample_jacobian(lambda h: model.apply(params, h), x, mode=mode),
+                     what=f"structured vs basis sweeps ({mode})")
+    assert_close(analysis.input_jacobian(model, params, x), S, 0.0, what="input_jacobian takes it")
+    for j in range(d_in):  # every column against central differences
+        e = np.zeros_like(x)
+        e[:, j] = 1.0
+        fd = (npf(model.apply(params, x + FD_EPS * e)) - npf(model.apply(params, x - FD_EPS * e))) / (2 * FD_EPS)
+        assert_close(S[:, :, j], fd, FD_RTOL, what=f"column {j} vs FD")
+
+
+@pytest.mark.parametrize("name", list(STRUCTURED))
+def test_structured_jacobian_float32(name):
+    factory, d_in = STRUCTURED[name]
+    model = factory()
+    x = np.random.default_rng(3).standard_normal((4, d_in))
+    p64 = _init(model, 3)
+    S32 = analysis._structured_jacobian(model, _init(model, 3, np.float32), jl.array(x.astype(np.float32)))
+    S64 = analysis._structured_jacobian(model, p64, jl.array(x))
+    assert S32.dtype == np.float32
+    assert np.max(np.abs(S32 - S64)) <= 2e-6 * max(1.0, float(np.max(np.abs(S64))))
+
+
+@pytest.mark.parametrize("name", list(UNSTRUCTURED))
+def test_unstructured_blocks_take_basis_sweeps(name):
+    factory, d_in = UNSTRUCTURED[name]
+    model = factory()
+    params = _init(model, 0)
+    x = np.random.default_rng(0).standard_normal((3, d_in))
+    assert analysis._structured_jacobian(model, params, jl.array(x)) is None
+    full = full_jacobian(model, params, x)
+    assert_close(analysis.input_jacobian(model, params, x), diag_blocks(full, 3, 1, 1), what=name)
+
+
+def test_structured_jacobian_not_for_sequences_or_mixed_dtypes():
+    mlp = nn.MLP(3, 4, 3, "tanh")
+    p = _init(mlp, 0)
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    assert analysis._structured_jacobian(mlp, p, jl.array(x)) is None  # (B, T, d): basis sweeps
+    assert analysis.input_jacobian(mlp, p, x).shape == (2, 5, 3, 5, 3)
+    lin = nn.Linear(3, 2)
+    p32 = _init(lin, 0, np.float32)
+    assert analysis._structured_jacobian(lin, p32, jl.array(x[:, 0])) is None
+    with pytest.raises(TypeError, match="dtype"):
+        analysis.input_jacobian(lin, p32, x[:, 0])
+
+
+WIDE_HIDDEN = {  # hidden layers much wider than the result per sample
+    "mlp": (lambda: nn.MLP(3, 20, 2, "tanh"), 3),
+    "residual": (lambda: nn.Residual(nn.MLP(3, 20, 3, "gelu"), 0.5), 3),
+    "seq_wide_out": (lambda: nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 5)), 2),
+}
+
+
+@pytest.mark.parametrize("name", list(WIDE_HIDDEN))
+def test_structured_jacobian_in_sample_chunks(name, monkeypatch):
+    """Where an intermediate would outgrow both the result and the chunk budget, samples are
+    taken in chunks (here with the budget at one element): the same numbers."""
+    factory, d_in = WIDE_HIDDEN[name]
+    model = factory()
+    params, x = _init(model, 1), np.random.default_rng(1).standard_normal((7, d_in))
+    whole = analysis._structured_jacobian(model, params, jl.array(x))
+    calls = []
+    product = analysis._factor_product
+    monkeypatch.setattr(analysis, "_factor_product", lambda mats, B: calls.append(B) or product(mats, B))
+    monkeypatch.setattr(analysis, "_CHUNK_ELEMENTS", 1)
+    chunked = analysis._structured_jacobian(model, params, jl.array(x))
+    assert len(calls) > 1 and sum(calls) == 7, calls
+    assert_close(chunked, whole, 0.0, what="chunked")
+    full = full_jacobian(model, params, x)
+    assert_close(chunked, diag_blocks(full, 7, 1, 1), what="chunked vs jl.jacobian")
+
+
+def test_layer_jacobians_structured_residual_stack():
+    """W3's shape in small: every block's Jacobian is I + s W2^T diag(tanh') W1^T, checked
+    against the formula written out in NumPy."""
+    rng = np.random.default_rng(5)
+    d, h, s, B = 6, 9, 1 / 16, 4
+    model = nn.Sequential(*[nn.Residual(nn.MLP(d, h, d, "tanh"), scale=s) for _ in range(3)])
+    params = [_init(layer, i) for i, layer in enumerate(model.layers)]
+    x = rng.standard_normal((B, d))
+    hs = [npf(v) for v in model.apply_layers(params, x)]
+    Js = analysis.layer_jacobians(model, params, x)
+    for k, (J, p) in enumerate(zip(Js, params)):
+        z = hs[k] @ p["W1"] + p["b1"]
+        want = np.eye(d) + s * np.einsum("ij,bj,jk->bki", p["W1"], 1 - np.tanh(z) ** 2, p["W2"])
+        assert_close(J, want, what=f"block {k}")

@@ -170,6 +170,101 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     return J.reshape((B,) + out_shape + tuple(in_shape))
 
 
+def _factor_product(mats: list, B: int):
+    """``M_1 M_2 ... M_k`` per sample, left to right: ``("W", A)`` is one ``(n, m)`` matrix shared
+    by all samples, ``("d", d)`` with ``d`` NumPy ``(B, n)`` is ``diag(d_b)``. Returns ``(B, n_1,
+    m_k)``, a tensor (NumPy where no matrix is per-sample). A diagonal scales the columns of the
+    product so far (rows of the next matrix when it comes first), and each shared matrix is one
+    GEMM with the samples folded into its rows."""
+    P, pending = None, None  # the product so far; a leading diagonal not yet applied
+    for kind, a in mats:
+        if kind == "d":
+            if P is None:
+                pending = a if pending is None else pending * a
+            else:
+                P = _core.multiply(P, a.reshape(B, 1, -1))
+        elif P is None:
+            P = a if pending is None else _core.multiply(_core.array(pending.reshape(B, -1, 1)), a)
+            pending = None
+        else:
+            P = _core.matmul(P, a)
+    if P is None:  # diagonals only
+        n = pending.shape[1]
+        D = np.zeros((B, n, n), pending.dtype)
+        D.reshape(B, n * n)[:, ::n + 1] = pending
+        return D
+    if P.ndim == 2:  # shared matrices only: the same Jacobian for every sample
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(P), (B,) + tuple(P.shape)))
+    return P
+
+
+def _structured_jacobian(block, params, x) -> np.ndarray | None:
+    """Per-sample Jacobian ``(B, n_out, n_in)`` of ``block.apply(params, .)`` at a CPU batch of
+    vectors ``x`` (B, n_in), from the factors the block declares (``Module._jacobian_factors``:
+    shared weights and per-sample activation slopes), or None where it declares none.
+
+    The product is taken from the smaller end, as reverse or forward mode would: output side
+    first when ``n_out <= n_in`` (it then lands in ``(B, n_out, n_in)`` directly), else input
+    side first and transposed at the end. The first shared matrix is used once for all samples
+    (a basis sweep does that product per sample in reverse mode); the weights of a ``Residual``
+    see the scale folded into one factor, and the identity is added on the diagonal. Samples are
+    taken in chunks where an intermediate ``(B, n_1, m)`` would exceed both the result and
+    ~1M elements. Cost: one GEMM per weight matrix at ``B * n_1`` rows."""
+    factors_of = getattr(block, "_jacobian_factors", None)
+    if factors_of is None or x.ndim != 2 or x.device != "cpu":
+        return None
+    factors = factors_of(params, x)
+    if not factors:
+        return None
+    res_scale = None
+    if factors[0][0] == "res":
+        (_, res_scale, factors), = factors
+    dtype = np.dtype(x.dtype)
+    if any(np.dtype(a.dtype) != dtype for _, a in factors):
+        return None  # mixed dtypes: the basis sweeps' forward pass raises the block's own error
+    B, n_in = x.shape
+    factors = [(k, np.asarray(a) if k == "d" else a) for k, a in factors]
+    widths = [a.shape[1] for _, a in factors]  # output width of each factor
+    n_out = widths[-1]
+    if res_scale is not None and n_out != n_in:
+        return None  # a broadcasting residual: left to the basis sweeps
+    out_first = n_out <= n_in
+    if out_first:  # J = F_L^T ... F_1^T with F = W or diag(d)
+        mats = [(k, _core.transpose(a, None) if k == "W" else a) for k, a in reversed(factors)]
+        n_1, ms = n_out, [n_in] + widths[:-1]
+    else:  # J^T = F_1 ... F_L
+        mats, n_1, ms = factors, n_in, widths
+    if res_scale is not None:
+        k, a = mats[0]
+        mats[0] = (k, _core.multiply(a, np.asarray(res_scale, dtype)) if k == "W" else a * dtype.type(res_scale))
+    chunk = max(1, min(B, max(n_out * n_in * B, _CHUNK_ELEMENTS) // (n_1 * max(ms))))
+    J = None
+    for b0 in range(0, B, chunk):
+        b1 = min(B, b0 + chunk)
+        P = _factor_product([(k, a[b0:b1] if k == "d" else a) for k, a in mats], b1 - b0)
+        if not out_first:  # (b, n_in, n_out) -> (b, n_out, n_in): the engine's tiled transposing copy
+            P = (np.ascontiguousarray(P.transpose(0, 2, 1)) if isinstance(P, np.ndarray)
+                 else _core.reshape(_core.transpose(P, (0, 2, 1)), (b1 - b0, n_out, n_in)))
+        if chunk == B:  # the product's memory becomes the result
+            J = P if isinstance(P, np.ndarray) else _core._release_to_numpy(P)
+            J = np.array(P) if J is None else J  # None if something else holds P
+            break
+        if J is None:
+            J = _workspace((B, n_out, n_in), dtype)
+        J[b0:b1] = np.asarray(P)
+    if res_scale is not None:
+        J.reshape(B, n_out * n_in)[:, ::n_in + 1] += 1.0
+    return J
+
+
+def _block_jacobian(block, params, h) -> np.ndarray:
+    """Per-sample Jacobian of ``block.apply(params, .)`` at ``h``: structured where the block
+    declares its factors, else basis sweeps."""
+    h = _batch_tensor(h)
+    J = _structured_jacobian(block, params, h)
+    return J if J is not None else per_sample_jacobian(lambda v: block.apply(params, v), h)
+
+
 def input_jacobian(model, params, x, position: int | None = None) -> np.ndarray:
     """Per-sample input Jacobian of ``model.apply(params, .)`` at ``x``.
 
@@ -180,7 +275,7 @@ def input_jacobian(model, params, x, position: int | None = None) -> np.ndarray:
     """
     x = _batch_tensor(x)
     if position is None:
-        return per_sample_jacobian(lambda h: model.apply(params, h), x)
+        return _block_jacobian(model, params, x)
     p, T = _position_index(x, position, "input_jacobian"), x.shape[1]
 
     # Select the position with a fixed one-hot matmul (differentiable, keeps the batch axis first).
@@ -204,10 +299,7 @@ def layer_jacobians(model, params, x) -> list[np.ndarray]:
     if layers is None:
         raise TypeError(f"layer_jacobians: needs a Sequential model, got {type(model).__name__}")
     hs = model.apply_layers(params, x)
-    return [
-        per_sample_jacobian(lambda h, layer=layer, p=p: layer.apply(p, h), h)
-        for layer, p, h in zip(layers, params, hs[:-1])
-    ]
+    return [_block_jacobian(layer, p, h) for layer, p, h in zip(layers, params, hs[:-1])]
 
 
 def layer_jacobian(model, params, x, l: int, m: int, jacobians: list | None = None) -> np.ndarray:
@@ -425,7 +517,8 @@ def jacobian_spectrum(model, params, x, layer=None) -> np.ndarray:
     x = _batch_tensor(x)
     B = x.shape[0]
     if layer is None:
-        J = per_sample_jacobian(lambda h: _apply_fn(model)(params, h), x)
+        J = (_block_jacobian(model, params, x) if hasattr(model, "_jacobian_factors")
+             else per_sample_jacobian(lambda h: _apply_fn(model)(params, h), x))
         half = (J.ndim - 1) // 2
         n_out = int(np.prod(J.shape[1:1 + half]))
     else:
@@ -443,7 +536,7 @@ def jacobian_spectrum(model, params, x, layer=None) -> np.ndarray:
                 raise ValueError(f"jacobian_spectrum: layer {layer} out of range for {L} layers")
             layer %= L
             hs = model.apply_layers(params, x)
-            J = per_sample_jacobian(lambda h: layers[layer].apply(params[layer], h), hs[layer])
+            J = _block_jacobian(layers[layer], params[layer], hs[layer])
             n_out = int(np.prod(hs[layer + 1].shape[1:]))
     Jm = np.asarray(J, np.float64).reshape(B, n_out, -1)
     return np.linalg.svd(Jm, compute_uv=False)

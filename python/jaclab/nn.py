@@ -89,6 +89,16 @@ def _check_keys(block: str, params: Any, keys: tuple[str, ...]) -> None:
         )
 
 
+def _tensor(a) -> Tensor:
+    return a if isinstance(a, Tensor) else _core.array(a)
+
+
+def _slope(fn: str, z: Tensor) -> Tensor:
+    """``act'(z)`` elementwise, from the engine's own JVP rule of the activation (tangent 1)."""
+    _, (slope,) = _core.jvp_flat(lambda zs: [_core.nn_activate(zs[0], fn)], [z], [_core.ones(tuple(z.shape), z.dtype)])
+    return slope
+
+
 class Module:
     """Base class. Subclasses define ``init`` and ``apply``."""
 
@@ -108,6 +118,17 @@ class Module:
         """Activations at layer boundaries: ``[x, output]`` for a single block."""
         return [_core.array(x) if not isinstance(x, Tensor) else x, self.apply(params, x)]
 
+    def _jacobian_factors(self, params, x) -> list | None:
+        """The per-sample Jacobian of ``apply(params, .)`` at a batch of vectors ``x`` (B, n),
+        as a product of simple factors, or None where the block has no such structure (the
+        analyses then use basis sweeps). Factors are listed input side first:
+
+        - ``("W", W)``: ``y = x @ W``, one ``(n_in, n_out)`` matrix shared by every sample;
+        - ``("d", d)``: ``y = d * x``, a per-sample diagonal, ``d`` of shape ``(B, n)``;
+        - ``[("res", s, inner)]`` (alone): ``I + s * (product of the factors in inner)``.
+        """
+        return None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
@@ -124,7 +145,7 @@ class Linear(Module):
     def _spec(self):
         return _core.spec_linear(self.d_in, self.d_out)
 
-    def apply(self, params, x):
+    def _check(self, params, x):
         _check_keys("Linear", params, ("W", "b"))
         W, b = np.shape(params["W"]), np.shape(params["b"])
         if W != (self.d_in, self.d_out) or b != (self.d_out,):
@@ -134,7 +155,14 @@ class Linear(Module):
             )
         if np.shape(x)[-1:] != (self.d_in,):
             raise ValueError(f"Linear({self.d_in}, {self.d_out}): input must have last dim {self.d_in}, got shape {np.shape(x)}")
+
+    def apply(self, params, x):
+        self._check(params, x)
         return _core.linear(x, params["W"], params["b"])
+
+    def _jacobian_factors(self, params, x):
+        self._check(params, x)
+        return [("W", _tensor(params["W"]))]
 
 
 class MLP(Module):
@@ -155,7 +183,7 @@ class MLP(Module):
     def _spec(self):
         return _core.spec_mlp(self.d_in, self.d_hidden, self.d_out, self.activation)
 
-    def apply(self, params, x):
+    def _check(self, params):
         _check_keys("MLP", params, ("W1", "b1", "W2", "b2"))
         want = {"W1": (self.d_in, self.d_hidden), "b1": (self.d_hidden,), "W2": (self.d_hidden, self.d_out),
                 "b2": (self.d_out,)}
@@ -163,7 +191,15 @@ class MLP(Module):
             if np.shape(params[k]) != shape:
                 raise ValueError(f"MLP({self.d_in}, {self.d_hidden}, {self.d_out}): parameter {k} must have shape "
                                  f"{shape}, got {np.shape(params[k])}")
+
+    def apply(self, params, x):
+        self._check(params)
         return _core.nn_mlp(x, params["W1"], params["b1"], params["W2"], params["b2"], self.activation)
+
+    def _jacobian_factors(self, params, x):
+        self._check(params)
+        z = _core.linear(x, params["W1"], params["b1"])  # the pre-activation
+        return [("W", _tensor(params["W1"])), ("d", _slope(self.activation, z)), ("W", _tensor(params["W2"]))]
 
 
 class LayerNorm(Module):
@@ -231,6 +267,12 @@ class Residual(Module):
     def apply(self, params, x):
         return _core.residual(x, self.block.apply(params, x), self.scale)
 
+    def _jacobian_factors(self, params, x):
+        inner = self.block._jacobian_factors(params, x)
+        if inner is None or any(f[0] == "res" for f in inner):
+            return None
+        return [("res", self.scale, inner)]
+
 
 class TransformerBlock(Module):
     def __init__(self, d_model: int, n_heads: int, d_hidden: int, causal: bool = True, norm: str | None = "layer",
@@ -282,6 +324,11 @@ class Activation(Module):
         if params not in ({}, None):
             raise ValueError(f"{type(self).__name__}: has no params, got {params!r}")
         return _core.nn_activate(x, self.fn)
+
+    def _jacobian_factors(self, params, x):
+        if params not in ({}, None):
+            raise ValueError(f"{type(self).__name__}: has no params, got {params!r}")
+        return [("d", _slope(self.fn, _tensor(x)))]
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -365,3 +412,15 @@ class Sequential(Module):
         for layer, p in zip(self.layers, params):
             hs.append(layer.apply(p, hs[-1]))
         return hs
+
+    def _jacobian_factors(self, params, x):
+        # One chain through every layer; a residual layer makes the chain a sum (left to the
+        # analyses' basis sweeps), as does any layer without structure.
+        hs = self.apply_layers(params, x)
+        chain = []
+        for layer, p, h in zip(self.layers, params, hs[:-1]):
+            factors = layer._jacobian_factors(p, h)
+            if factors is None or (factors[0][0] == "res" and len(self.layers) > 1):
+                return None
+            chain += factors
+        return chain
