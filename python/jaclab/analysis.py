@@ -170,15 +170,52 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
     return J.reshape((B,) + out_shape + tuple(in_shape))
 
 
-def _factor_product(mats: list, B: int):
-    """``M_1 M_2 ... M_k`` per sample, left to right: ``("W", A)`` is one ``(n, m)`` matrix shared
-    by all samples, ``("d", d)`` with ``d`` NumPy ``(B, n)`` is ``diag(d_b)``. Returns ``(B, n_1,
-    m_k)``, a tensor (NumPy where no matrix is per-sample). A diagonal scales the columns of the
-    product so far (rows of the next matrix when it comes first), and each shared matrix is one
-    GEMM with the samples folded into its rows."""
-    P, pending = None, None  # the product so far; a leading diagonal not yet applied
+def _owned(P) -> np.ndarray:
+    """A product as a writable NumPy array, taking the tensor's memory where nothing else holds it."""
+    if isinstance(P, np.ndarray):
+        return P
+    J = _core._release_to_numpy(P)
+    return np.array(P) if J is None else J
+
+
+def _residual_product(s: float, inner: list, B: int, P=None):
+    """``P (I + s X)`` per sample, ``X`` the product of ``inner``; ``P`` None means the identity.
+    Where ``P`` has fewer rows than the residual's width, ``P + s (P X)`` takes the chain through
+    ``P``'s rows (reverse/forward mode's order: nothing of size width² per sample); otherwise
+    ``I + s X`` is formed once (the scale folded into its first factor, the identity added on the
+    diagonal) and multiplied in: the same GEMM count with fewer elementwise passes."""
+    if P is not None and P.shape[-2] < P.shape[-1]:
+        return _core.residual(P, _factor_product(inner, B, P), s)
+    k, a = inner[0]
+    if k == "W":
+        inner = [(k, _core.multiply(a, np.asarray(s, np.dtype(a.dtype))))] + inner[1:]
+    elif k == "d":
+        inner = [(k, a * a.dtype.type(s))] + inner[1:]
+    R = _owned(_factor_product(inner, B))
+    if R.ndim == 2:
+        R = np.ascontiguousarray(np.broadcast_to(R, (B,) + R.shape))
+    if k == "R":  # a residual of a residual: the scale cannot fold into a factor
+        R *= s
+    n = R.shape[1]
+    R.reshape(B, n * n)[:, ::n + 1] += 1.0
+    return R if P is None else _core.matmul(P, R)  # NumPy R: the engine takes it without a copy
+
+
+def _factor_product(mats: list, B: int, P=None):
+    """``P M_1 M_2 ... M_k`` per sample, left to right (``P`` None: the identity). ``("W", A)``
+    is one ``(n, m)`` matrix shared by all samples; ``("d", d)``, ``d`` NumPy ``(B, n)``, is
+    ``diag(d_b)``; ``("R", (s, inner))`` is ``I + s * (product of inner)``. Returns ``(B, n_1,
+    m_k)``, a tensor or a NumPy array (the engine takes either without a copy). A diagonal
+    scales the columns of the product so far (the rows of the next matrix when it comes first),
+    and each shared matrix is one GEMM with the samples folded into its rows."""
+    pending = None  # a leading diagonal not yet applied
     for kind, a in mats:
-        if kind == "d":
+        if kind == "R":
+            if pending is not None:  # diag(pending) (I + s X): rows of the formed residual scaled
+                P, pending = _core.multiply(pending.reshape(B, -1, 1), _residual_product(*a, B)), None
+            else:
+                P = _residual_product(*a, B, P)
+        elif kind == "d":
             if P is None:
                 pending = a if pending is None else pending * a
             else:
@@ -189,71 +226,113 @@ def _factor_product(mats: list, B: int):
         else:
             P = _core.matmul(P, a)
     if P is None:  # diagonals only
-        n = pending.shape[1]
-        D = np.zeros((B, n, n), pending.dtype)
-        D.reshape(B, n * n)[:, ::n + 1] = pending
-        return D
+        return _diagonals(pending)
     if P.ndim == 2:  # shared matrices only: the same Jacobian for every sample
         return np.ascontiguousarray(np.broadcast_to(np.asarray(P), (B,) + tuple(P.shape)))
     return P
 
 
+def _diagonals(d: np.ndarray) -> np.ndarray:
+    B, n = d.shape
+    D = np.zeros((B, n, n), d.dtype)
+    D.reshape(B, n * n)[:, ::n + 1] = d
+    return D
+
+
+def _oriented(factors: list, out_first: bool) -> list:
+    """A block's factors (input side first) as the matrices to multiply left to right: output
+    side first with the weights transposed (``J = F_L^T ... F_1^T``), or as declared (``J^T``)."""
+    mats = []
+    for f in (reversed(factors) if out_first else factors):
+        if f[0] == "W":
+            mats.append(("W", _core.transpose(f[1], None) if out_first else f[1]))
+        elif f[0] == "d":
+            mats.append(("d", np.asarray(f[1])))
+        else:
+            mats.append(("R", (f[1], _oriented(f[2], out_first))))
+    return mats
+
+
+def _leaves(factors: list):
+    """Every array of a factor list, residual insides included."""
+    for f in factors:
+        if f[0] == "res":
+            yield from _leaves(f[2])
+        else:
+            yield f[1]
+
+
+def _rows(mats: list, lo: int, hi: int) -> list:
+    """The factors for samples lo..hi-1 (per-sample diagonals sliced; shared weights as they are)."""
+    return [(k, a[lo:hi]) if k == "d" else ("R", (a[0], _rows(a[1], lo, hi))) if k == "R" else (k, a)
+            for k, a in mats]
+
+
+def _out_width(factors: list, n_in: int) -> int | None:
+    """The width a factor chain maps ``n_in`` to; None where a residual's block changes the width
+    (a broadcasting residual)."""
+    n = n_in
+    for f in factors:
+        if f[0] == "W":
+            if f[1].shape[0] != n:
+                return None
+            n = f[1].shape[1]
+        elif f[0] == "d":
+            if f[1].shape[1] != n:
+                return None
+        elif _out_width(f[2], n) != n:
+            return None
+    return n
+
+
 def _structured_jacobian(block, params, x) -> np.ndarray | None:
     """Per-sample Jacobian ``(B, n_out, n_in)`` of ``block.apply(params, .)`` at a CPU batch of
     vectors ``x`` (B, n_in), from the factors the block declares (``Module._jacobian_factors``:
-    shared weights and per-sample activation slopes), or None where it declares none.
+    shared weights, per-sample activation slopes, residual sums), or None where it declares none.
 
     The product is taken from the smaller end, as reverse or forward mode would: output side
     first when ``n_out <= n_in`` (it then lands in ``(B, n_out, n_in)`` directly), else input
     side first and transposed at the end. The first shared matrix is used once for all samples
-    (a basis sweep does that product per sample in reverse mode); the weights of a ``Residual``
-    see the scale folded into one factor, and the identity is added on the diagonal. Samples are
-    taken in chunks where an intermediate ``(B, n_1, m)`` would exceed both the result and
-    ~1M elements. Cost: one GEMM per weight matrix at ``B * n_1`` rows."""
+    (a basis sweep does that product per sample in reverse mode); each residual block is either
+    formed as ``I + s X`` and multiplied in, or taken through the running product's rows (see
+    ``_residual_product``). Samples are taken in chunks where an intermediate ``(B, n_1, m)``
+    would exceed both the result and ~1M elements. Cost: one GEMM per weight matrix at ``B *
+    n_1`` rows (``B * width`` for a residual formed densely, plus its product with the rest)."""
     factors_of = getattr(block, "_jacobian_factors", None)
     if factors_of is None or x.ndim != 2 or x.device != "cpu":
         return None
     factors = factors_of(params, x)
     if not factors:
         return None
-    res_scale = None
-    if factors[0][0] == "res":
-        (_, res_scale, factors), = factors
     dtype = np.dtype(x.dtype)
-    if any(np.dtype(a.dtype) != dtype for _, a in factors):
+    leaves = list(_leaves(factors))
+    if any(np.dtype(a.dtype) != dtype for a in leaves):
         return None  # mixed dtypes: the basis sweeps' forward pass raises the block's own error
     B, n_in = x.shape
-    factors = [(k, np.asarray(a) if k == "d" else a) for k, a in factors]
-    widths = [a.shape[1] for _, a in factors]  # output width of each factor
-    n_out = widths[-1]
-    if res_scale is not None and n_out != n_in:
+    n_out = _out_width(factors, n_in)
+    if n_out is None:
         return None  # a broadcasting residual: left to the basis sweeps
     out_first = n_out <= n_in
-    if out_first:  # J = F_L^T ... F_1^T with F = W or diag(d)
-        mats = [(k, _core.transpose(a, None) if k == "W" else a) for k, a in reversed(factors)]
-        n_1, ms = n_out, [n_in] + widths[:-1]
-    else:  # J^T = F_1 ... F_L
-        mats, n_1, ms = factors, n_in, widths
-    if res_scale is not None:
-        k, a = mats[0]
-        mats[0] = (k, _core.multiply(a, np.asarray(res_scale, dtype)) if k == "W" else a * dtype.type(res_scale))
-    chunk = max(1, min(B, max(n_out * n_in * B, _CHUNK_ELEMENTS) // (n_1 * max(ms))))
+    mats = _oriented(factors, out_first)
+    n_1 = n_out if out_first else n_in
+    widest = max([n_in, n_out] + [a.shape[-1] for a in leaves] + [a.shape[0] for a in leaves])
+    # Intermediates up to the result's size (or ~1M elements) in one chunk: the peak is then
+    # about twice the result. A residual multiplied into a running product holds three arrays
+    # of that size at once, so there chunks take a quarter of the result.
+    budget = n_out * n_in * B // (4 if any(k == "R" for k, _ in mats[1:]) else 1)
+    chunk = max(1, min(B, max(budget, _CHUNK_ELEMENTS) // (n_1 * widest)))
     J = None
     for b0 in range(0, B, chunk):
         b1 = min(B, b0 + chunk)
-        P = _factor_product([(k, a[b0:b1] if k == "d" else a) for k, a in mats], b1 - b0)
+        P = _factor_product(_rows(mats, b0, b1), b1 - b0)
         if not out_first:  # (b, n_in, n_out) -> (b, n_out, n_in): the engine's tiled transposing copy
             P = (np.ascontiguousarray(P.transpose(0, 2, 1)) if isinstance(P, np.ndarray)
                  else _core.reshape(_core.transpose(P, (0, 2, 1)), (b1 - b0, n_out, n_in)))
         if chunk == B:  # the product's memory becomes the result
-            J = P if isinstance(P, np.ndarray) else _core._release_to_numpy(P)
-            J = np.array(P) if J is None else J  # None if something else holds P
-            break
+            return _owned(P)
         if J is None:
             J = _workspace((B, n_out, n_in), dtype)
         J[b0:b1] = np.asarray(P)
-    if res_scale is not None:
-        J.reshape(B, n_out * n_in)[:, ::n_in + 1] += 1.0
     return J
 
 

@@ -125,7 +125,7 @@ class Module:
 
         - ``("W", W)``: ``y = x @ W``, one ``(n_in, n_out)`` matrix shared by every sample;
         - ``("d", d)``: ``y = d * x``, a per-sample diagonal, ``d`` of shape ``(B, n)``;
-        - ``[("res", s, inner)]`` (alone): ``I + s * (product of the factors in inner)``.
+        - ``("res", s, inner)``: ``I + s * (product of the factors in inner)``, a residual block.
         """
         return None
 
@@ -269,9 +269,7 @@ class Residual(Module):
 
     def _jacobian_factors(self, params, x):
         inner = self.block._jacobian_factors(params, x)
-        if inner is None or any(f[0] == "res" for f in inner):
-            return None
-        return [("res", self.scale, inner)]
+        return None if inner is None else [("res", self.scale, inner)]
 
 
 class TransformerBlock(Module):
@@ -414,13 +412,12 @@ class Sequential(Module):
         return hs
 
     def _jacobian_factors(self, params, x):
-        # One chain through every layer; a residual layer makes the chain a sum (left to the
-        # analyses' basis sweeps), as does any layer without structure.
+        # One chain through every layer, each at its own input; None if any layer has no structure.
         hs = self.apply_layers(params, x)
         chain = []
         for layer, p, h in zip(self.layers, params, hs[:-1]):
             factors = layer._jacobian_factors(p, h)
-            if factors is None or (factors[0][0] == "res" and len(self.layers) > 1):
+            if factors is None:
                 return None
             chain += factors
         return chain
