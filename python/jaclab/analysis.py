@@ -180,11 +180,13 @@ def _owned(P) -> np.ndarray:
 
 def _residual_product(s: float, inner: list, B: int, P=None):
     """``P (I + s X)`` per sample, ``X`` the product of ``inner``; ``P`` None means the identity.
-    Where ``P`` has fewer rows than the residual's width, ``P + s (P X)`` takes the chain through
-    ``P``'s rows (reverse/forward mode's order: nothing of size width² per sample); otherwise
-    ``I + s X`` is formed once (the scale folded into its first factor, the identity added on the
-    diagonal) and multiplied in: the same GEMM count with fewer elementwise passes."""
-    if P is not None and P.shape[-2] < P.shape[-1]:
+    With ``P``: ``P + s (P X)``, the chain taken through ``P``'s rows (forward/reverse mode's
+    order). Forming ``I + s X`` and multiplying it in would save elementwise passes (W3's input
+    Jacobian: 8% in float64), but then ``P``'s identity part goes through the GEMM's rounding
+    too: 10x the error of the sweeps, which only round the correction ``s P X``. Without ``P``:
+    ``I + s X`` formed, the scale folded into its first factor, the identity added on the
+    diagonal."""
+    if P is not None:
         return _core.residual(P, _factor_product(inner, B, P), s)
     k, a = inner[0]
     if k == "W":
@@ -198,7 +200,7 @@ def _residual_product(s: float, inner: list, B: int, P=None):
         R *= s
     n = R.shape[1]
     R.reshape(B, n * n)[:, ::n + 1] += 1.0
-    return R if P is None else _core.matmul(P, R)  # NumPy R: the engine takes it without a copy
+    return R
 
 
 def _factor_product(mats: list, B: int, P=None):
@@ -293,11 +295,11 @@ def _structured_jacobian(block, params, x) -> np.ndarray | None:
     The product is taken from the smaller end, as reverse or forward mode would: output side
     first when ``n_out <= n_in`` (it then lands in ``(B, n_out, n_in)`` directly), else input
     side first and transposed at the end. The first shared matrix is used once for all samples
-    (a basis sweep does that product per sample in reverse mode); each residual block is either
-    formed as ``I + s X`` and multiplied in, or taken through the running product's rows (see
+    (a basis sweep does that product per sample in reverse mode); a residual block adds
+    ``s P X`` to the running product ``P`` (or is formed as ``I + s X`` where it comes first; see
     ``_residual_product``). Samples are taken in chunks where an intermediate ``(B, n_1, m)``
     would exceed both the result and ~1M elements. Cost: one GEMM per weight matrix at ``B *
-    n_1`` rows (``B * width`` for a residual formed densely, plus its product with the rest)."""
+    n_1`` rows (``B * width`` for a residual that comes first)."""
     factors_of = getattr(block, "_jacobian_factors", None)
     if factors_of is None or x.ndim != 2 or x.device != "cpu":
         return None
@@ -317,8 +319,8 @@ def _structured_jacobian(block, params, x) -> np.ndarray | None:
     n_1 = n_out if out_first else n_in
     widest = max([n_in, n_out] + [a.shape[-1] for a in leaves] + [a.shape[0] for a in leaves])
     # Intermediates up to the result's size (or ~1M elements) in one chunk: the peak is then
-    # about twice the result. A residual multiplied into a running product holds three arrays
-    # of that size at once, so there chunks take a quarter of the result.
+    # about twice the result. A residual applied to a running product holds three arrays of
+    # that size at once, so there chunks take a quarter of the result.
     budget = n_out * n_in * B // (4 if any(k == "R" for k, _ in mats[1:]) else 1)
     chunk = max(1, min(B, max(budget, _CHUNK_ELEMENTS) // (n_1 * widest)))
     J = None
