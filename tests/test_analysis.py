@@ -458,3 +458,15 @@ def test_structured_residual_stack_keeps_float32_accuracy(seed):
     J32 = analysis._structured_jacobian(model, p32, jl.array(x.astype(np.float32)))
     assert J32 is not None and J32.dtype == np.float32
     assert np.abs(J32 - J64).max() <= 1e-6 * np.abs(J64).max()
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp_narrow_out", "residual_tanh", "seq_mlp", "residual_stack"])
+def test_structured_jacobian_bad_input_gives_the_blocks_error(name):
+    factory, d_in = STRUCTURED[name]
+    model = factory()
+    params, x = _init(model, 0), np.ones((2, d_in + 1))
+    with pytest.raises(ValueError) as from_apply:
+        model.apply(params, x)
+    with pytest.raises(ValueError) as from_jacobian:
+        analysis.input_jacobian(model, params, x)
+    assert str(from_jacobian.value) == str(from_apply.value)

@@ -198,6 +198,9 @@ class MLP(Module):
 
     def _jacobian_factors(self, params, x):
         self._check(params)
+        if x.shape[-1] != self.d_in:  # the message nn_mlp gives
+            raise ValueError(f"MLP: input has last dim {x.shape[-1]} (shape {tuple(x.shape)}) but W1 is "
+                             f"{tuple(np.shape(params['W1']))}")
         z = _core.linear(x, params["W1"], params["b1"])  # the pre-activation
         return [("W", _tensor(params["W1"])), ("d", _slope(self.activation, z)), ("W", _tensor(params["W2"]))]
 
