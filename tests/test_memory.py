@@ -189,3 +189,39 @@ def test_cached_memory_is_reported_and_released():
     assert released >= nbytes and jl.cached_memory() == 0
     np.testing.assert_array_equal(np.asarray(keep), expect)
     np.testing.assert_array_equal(np.asarray(jl.tanh(keep)), np.tanh(expect))  # allocation still works
+
+
+MiB = 1 << 20
+
+
+def test_cache_reuses_a_larger_mapped_block_and_keeps_the_latest():
+    """Mapped blocks (from 16 MiB) serve requests down to half their size; a freed block that
+    does not fit under the 512 MiB bound is kept by returning older idle blocks (largest first).
+    So a 35-row Lanczos basis reuses a 60-row one, and alternating sizes map nothing new."""
+    jl.release_cached_memory()
+    try:
+        big = jl.analysis._workspace((40 * MiB // 8,))
+        big[...] = 2.0
+        del big
+        assert 40 * MiB <= jl.cached_memory() < 41 * MiB
+        small = jl.analysis._workspace((25 * MiB // 8,))  # 25 MiB: takes the idle 40 MiB block
+        assert jl.cached_memory() < MiB
+        small[...] = 3.0
+        assert small.sum() == 3.0 * small.size
+        del small
+        assert 40 * MiB <= jl.cached_memory() < 41 * MiB  # the block goes back at its real size
+        tiny = jl.analysis._workspace((17 * MiB // 8,))  # under half of 40 MiB: a new mapping
+        assert 40 * MiB <= jl.cached_memory() < 41 * MiB
+        del tiny
+
+        jl.release_cached_memory()
+        a = jl.analysis._workspace((300 * MiB // 8,))
+        b = jl.analysis._workspace((260 * MiB // 8,))
+        a[...] = 1.0
+        b[...] = 1.0
+        del a  # 300 MiB idle
+        assert 300 * MiB <= jl.cached_memory() < 301 * MiB
+        del b  # 560 MiB would pass the bound: the older 300 MiB block is returned instead
+        assert 260 * MiB <= jl.cached_memory() < 261 * MiB
+    finally:
+        jl.release_cached_memory()

@@ -3,7 +3,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <unordered_map>
+#include <iterator>
+#include <map>
+#include <vector>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -83,17 +85,19 @@ static void check_rank(const Shape& shape) {
 }
 
 namespace {
-// Large blocks are recycled by exact size: derivative computations allocate the same shapes
-// over and over, and returning them to the OS (glibc unmaps big blocks) costs a page fault per
-// 4 KiB on every reuse. Small blocks (< 64 KiB) are recycled per thread without a lock: a
-// batch-1 training step allocates dozens of them. Both caches are bounded.
+// Large blocks are recycled by size (mapped ones, from 16 MiB, also for requests down to half
+// their size): derivative computations allocate the same shapes over and over, and returning
+// them to the OS (glibc unmaps big blocks) costs a page fault per 4 KiB on every reuse. Small
+// blocks (< 64 KiB) are recycled per thread without a lock: a batch-1 training step allocates
+// dozens of them. Both caches are bounded.
 class BlockCache {
  public:
   static BlockCache& get() {
     static BlockCache* cache = new BlockCache();  // never destroyed: blocks may outlive statics
     return *cache;
   }
-  void* take(size_t bytes) {
+  // A block of at least `bytes`; `bytes` is set to the size of the block returned.
+  void* take(size_t& bytes) {
     if (bytes < kMinCached) {  // small: a per-thread free list per 64-byte size class
       auto& list = small().lists[bytes / 64];
       if (!list.empty()) {
@@ -105,9 +109,14 @@ class BlockCache {
     }
     if (bytes >= kMinCached) {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(bytes);
-      if (it != free_.end()) {
+      // Exact size; for mapped blocks the smallest one up to twice the size: populating a fresh
+      // mapping costs ~0.3 ms per MB, so a Lanczos basis of 35 rows can reuse the one of 60
+      // rows that an earlier call left (and alternating sizes map nothing new).
+      auto it = free_.lower_bound(bytes);
+      const bool fits = it != free_.end() && (it->first == bytes || (bytes >= kMapped && it->first <= 2 * bytes));
+      if (fits) {
         void* p = it->second;
+        bytes = it->first;
         free_.erase(it);
         cached_ -= bytes;
         return p;
@@ -122,7 +131,7 @@ class BlockCache {
   }
   // Returns the idle blocks to the system (the calling thread's small ones, all large ones).
   size_t release_idle() {
-    std::unordered_multimap<size_t, void*> blocks;
+    std::multimap<size_t, void*> blocks;
     size_t freed = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -144,13 +153,23 @@ class BlockCache {
         return;
       }
     }
-    if (bytes >= kMinCached) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_ + bytes <= kMaxCached) {
+    if (bytes >= kMinCached && bytes <= kMaxCached) {
+      // The block just freed is the likeliest to be asked for again: to keep it, older idle
+      // blocks go back to the system, the largest first (fewest calls for the room needed).
+      std::vector<std::pair<size_t, void*>> evicted;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        while (cached_ + bytes > kMaxCached) {
+          auto largest = std::prev(free_.end());
+          evicted.push_back(*largest);
+          cached_ -= largest->first;
+          free_.erase(largest);
+        }
         free_.emplace(bytes, p);
         cached_ += bytes;
-        return;
       }
+      for (auto& [size, q] : evicted) release(q, size);
+      return;
     }
     release(p, bytes);
   }
@@ -207,7 +226,7 @@ class BlockCache {
   static constexpr size_t kMaxCached = size_t(512) << 20;  // 512 MiB idle at most
   static constexpr size_t kMapped = size_t(16) << 20;      // 16 MiB: populated mappings
   std::mutex mutex_;
-  std::unordered_multimap<size_t, void*> free_;
+  std::multimap<size_t, void*> free_;  // idle blocks by size
   size_t cached_ = 0;
 };
 }  // namespace
@@ -231,8 +250,8 @@ Array Array::empty(const Shape& shape, DType dtype, Device device) {
     a.storage_->nbytes = nbytes;
     return a;
   }
-  const size_t block = ((nbytes + 63) / 64) * 64 + 64;
-  void* p = BlockCache::get().take(block);
+  size_t block = ((nbytes + 63) / 64) * 64 + 64;
+  void* p = BlockCache::get().take(block);  // may be a larger idle block: `block` is its size
   a.storage_ = std::make_shared<Storage>();
   a.storage_->data = p;
   a.storage_->nbytes = nbytes;
