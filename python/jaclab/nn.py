@@ -321,14 +321,16 @@ class Activation(Module):
     def _spec(self):
         return _core.spec_activation(self.fn)
 
-    def apply(self, params, x):
+    def _check(self, params):
         if params not in ({}, None):
             raise ValueError(f"{type(self).__name__}: has no params, got {params!r}")
+
+    def apply(self, params, x):
+        self._check(params)
         return _core.nn_activate(x, self.fn)
 
     def _jacobian_factors(self, params, x):
-        if params not in ({}, None):
-            raise ValueError(f"{type(self).__name__}: has no params, got {params!r}")
+        self._check(params)
         return [("d", _slope(self.fn, _tensor(x)))]
 
     def __repr__(self):
