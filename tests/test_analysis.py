@@ -470,3 +470,46 @@ def test_structured_jacobian_bad_input_gives_the_blocks_error(name):
     with pytest.raises(ValueError) as from_jacobian:
         analysis.input_jacobian(model, params, x)
     assert str(from_jacobian.value) == str(from_apply.value)
+
+
+GC_STRUCTURED = dict(STRUCTURED, **{  # plus input layers wider than their outputs: the Gram path
+    "mlp_gram": (lambda: nn.Sequential(nn.Linear(9, 4), nn.Tanh(), nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)), 9),
+    "mlp_block_gram": (lambda: nn.MLP(12, 5, 3, "tanh"), 12),
+})
+
+
+@pytest.mark.parametrize("name", list(GC_STRUCTURED))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_structured_geometric_complexity_equals_the_sweeps(name, seed):
+    factory, d_in = GC_STRUCTURED[name]
+    model = factory()
+    rng = np.random.default_rng(seed)
+    params, x = _init(model, seed), rng.standard_normal((int(rng.integers(1, 7)), d_in))
+    total = analysis._structured_sq_sum(model, params, jl.array(x))
+    assert total is not None, "the structured path was not taken"
+    J = analysis.per_sample_jacobian(lambda h: model.apply(params, h), x)
+    want = float(np.sum(J.reshape(x.shape[0], -1) ** 2))
+    assert abs(total - want) <= 1e-12 * want
+    got = analysis.geometric_complexity(model, params, x)
+    assert abs(got - want / x.shape[0]) <= 1e-12 * want
+    for mode in ("fwd", "rev"):  # the sweeps themselves
+        assert abs(analysis.geometric_complexity(model, params, x, mode=mode) - got) <= 1e-12 * want
+
+
+def test_structured_geometric_complexity_uses_the_gram_matrix_and_chunks(monkeypatch):
+    # a 30-wide layer outgrows the (2, 9) per-sample result: chunks; the 9 -> 4 input layer: Gram
+    model = nn.Sequential(nn.Linear(9, 4), nn.Tanh(), nn.Linear(4, 30), nn.GELU(), nn.Linear(30, 2))
+    params, x = _init(model, 4), np.random.default_rng(4).standard_normal((9, 9))
+    whole = analysis._structured_sq_sum(model, params, jl.array(x))
+    shapes = []
+    matmul = analysis._core.matmul
+    monkeypatch.setattr(analysis._core, "matmul", lambda a, b: shapes.append((tuple(a.shape), tuple(b.shape)))
+                        or matmul(a, b))
+    monkeypatch.setattr(analysis, "_CHUNK_ELEMENTS", 1)
+    chunked = analysis._structured_sq_sum(model, params, jl.array(x))
+    assert ((4, 9), (9, 4)) in shapes  # G = W1^T W1, formed once
+    assert all(b[-1] != 9 for _, b in shapes[1:])  # no per-sample product reaches the 9 inputs
+    assert sum(1 for a, b in shapes if b == (4, 4) and a[0] < 9) > 1  # several chunks
+    assert abs(chunked - whole) <= 1e-12 * whole
+    J = analysis.per_sample_jacobian(lambda h: model.apply(params, h), x)
+    assert abs(whole - float(np.sum(J ** 2))) <= 1e-12 * whole

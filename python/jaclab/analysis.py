@@ -287,28 +287,19 @@ def _out_width(factors: list, n_in: int) -> int | None:
     return n
 
 
-def _structured_jacobian(block, params, x) -> np.ndarray | None:
-    """Per-sample Jacobian ``(B, n_out, n_in)`` of ``block.apply(params, .)`` at a CPU batch of
-    vectors ``x`` (B, n_in), from the factors the block declares (``Module._jacobian_factors``:
-    shared weights, per-sample activation slopes, residual sums), or None where it declares none.
-
-    The product is taken from the smaller end, as reverse or forward mode would: output side
-    first when ``n_out <= n_in`` (it then lands in ``(B, n_out, n_in)`` directly), else input
-    side first and transposed at the end. The first shared matrix is used once for all samples
-    (a basis sweep does that product per sample in reverse mode); a residual block adds
-    ``s P X`` to the running product ``P`` (or is formed as ``I + s X`` where it comes first; see
-    ``_residual_product``). Samples are taken in chunks where an intermediate ``(B, n_1, m)``
-    would exceed both the result and ~1M elements. Cost: one GEMM per weight matrix at ``B *
-    n_1`` rows (``B * width`` for a residual that comes first)."""
+def _structured_plan(block, params, x):
+    """What the structured paths need: ``(mats, out_first, n_out, chunk)`` for a block that
+    declares its factors (``Module._jacobian_factors``) at a CPU batch of vectors ``x``, else
+    None. ``mats`` are the factors oriented for ``_factor_product`` (output side first when
+    ``n_out <= n_in``); ``chunk`` is the samples per pass (see ``_structured_jacobian``)."""
     factors_of = getattr(block, "_jacobian_factors", None)
     if factors_of is None or x.ndim != 2 or x.device != "cpu":
         return None
     factors = factors_of(params, x)
     if not factors:
         return None
-    dtype = np.dtype(x.dtype)
     leaves = list(_leaves(factors))
-    if any(np.dtype(a.dtype) != dtype for a in leaves):
+    if any(np.dtype(a.dtype) != np.dtype(x.dtype) for a in leaves):
         return None  # mixed dtypes: the basis sweeps' forward pass raises the block's own error
     B, n_in = x.shape
     n_out = _out_width(factors, n_in)
@@ -323,6 +314,27 @@ def _structured_jacobian(block, params, x) -> np.ndarray | None:
     # that size at once, so there chunks take a quarter of the result.
     budget = n_out * n_in * B // (4 if any(k == "R" for k, _ in mats[1:]) else 1)
     chunk = max(1, min(B, max(budget, _CHUNK_ELEMENTS) // (n_1 * widest)))
+    return mats, out_first, n_out, chunk
+
+
+def _structured_jacobian(block, params, x) -> np.ndarray | None:
+    """Per-sample Jacobian ``(B, n_out, n_in)`` of ``block.apply(params, .)`` at a CPU batch of
+    vectors ``x`` (B, n_in), from the factors the block declares (``Module._jacobian_factors``:
+    shared weights, per-sample activation slopes, residual sums), or None where it declares none.
+
+    The product is taken from the smaller end, as reverse or forward mode would: output side
+    first when ``n_out <= n_in`` (it then lands in ``(B, n_out, n_in)`` directly), else input
+    side first and transposed at the end. The first shared matrix is used once for all samples
+    (a basis sweep does that product per sample in reverse mode); a residual block adds
+    ``s P X`` to the running product ``P`` (or is formed as ``I + s X`` where it comes first; see
+    ``_residual_product``). Samples are taken in chunks where an intermediate ``(B, n_1, m)``
+    would exceed both the result and ~1M elements. Cost: one GEMM per weight matrix at ``B *
+    n_1`` rows (``B * width`` for a residual that comes first)."""
+    plan = _structured_plan(block, params, x)
+    if plan is None:
+        return None
+    mats, out_first, n_out, chunk = plan
+    B, n_in = x.shape
     J = None
     for b0 in range(0, B, chunk):
         b1 = min(B, b0 + chunk)
@@ -333,9 +345,33 @@ def _structured_jacobian(block, params, x) -> np.ndarray | None:
         if chunk == B:  # the product's memory becomes the result
             return _owned(P)
         if J is None:
-            J = _workspace((B, n_out, n_in), dtype)
+            J = _workspace((B, n_out, n_in), np.dtype(x.dtype))
         J[b0:b1] = np.asarray(P)
     return J
+
+
+def _structured_sq_sum(block, params, x) -> float | None:
+    """``sum_b ||J_b||_F^2`` from the block's factors (as ``_structured_jacobian``), or None.
+    Where the product ends in a shared matrix ``A`` with more columns than rows (an MLP's input
+    layer, read from the output side), ``||P_b A||_F^2 = sum((P_b G) * P_b)`` with the Gram
+    matrix ``G = A A^T`` formed once: the per-sample products stop at ``A``'s rows (W1: 512
+    instead of 784 columns; 0.41 GFLOP once for 0.71 saved). The norm needs no transpose."""
+    plan = _structured_plan(block, params, x)
+    if plan is None:
+        return None
+    mats, _, _, chunk = plan
+    B = x.shape[0]
+    k, A = mats[-1]
+    gram = None
+    if len(mats) > 1 and k == "W" and A.shape[1] > A.shape[0]:
+        gram, mats = _core.matmul(A, _core.transpose(A, None)), mats[:-1]
+    total = 0.0
+    for b0 in range(0, B, chunk):
+        b1 = min(B, b0 + chunk)
+        P = _factor_product(_rows(mats, b0, b1), b1 - b0)
+        PG = P if gram is None else _core.matmul(P, gram)
+        total += float(_host(_core.sum(_core.multiply(PG, P))))
+    return total
 
 
 def _block_jacobian(block, params, h) -> np.ndarray:
@@ -542,14 +578,21 @@ def geometric_complexity(model, params, x, mode: str = "auto") -> float:
     Cost: the work of ``min(prod(out), prod(in))`` passes over the batch (``mode="rev"``: a
     reverse sweep per output coordinate; ``"fwd"``: a JVP per input coordinate), carried as
     batched sweeps of many directions each (~1M elements per sweep), with the squares summed
-    in the engine; the Jacobians are never formed. Returns a float.
+    in the engine; the Jacobians are never formed. With ``mode="auto"``, blocks that declare
+    their Jacobian's factors (``Linear``, activations, ``MLP``, ``Residual`` and ``Sequential``
+    stacks of them; vectors on the CPU) take products of weights and activation slopes instead,
+    with the input layer's Gram matrix in place of the layer (see ``_structured_sq_sum``).
+    Returns a float.
     """
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"geometric_complexity: mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
     x = _batch_tensor(x)
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"geometric_complexity: x must have a non-empty batch axis, got shape {x.shape}")
-    return _jac_sq_sum(_apply_fn(model), params, x, mode) / x.shape[0]
+    total = _structured_sq_sum(model, params, x) if mode == "auto" else None
+    if total is None:
+        total = _jac_sq_sum(_apply_fn(model), params, x, mode)
+    return total / x.shape[0]
 
 
 def _jac_sq_sum(apply, params, x, mode="auto") -> float:
