@@ -118,7 +118,7 @@ class BlockCache {
         void* p = it->second;
         bytes = it->first;
         free_.erase(it);
-        cached_ -= bytes;
+        (bytes >= kMapped ? cached_mapped_ : cached_heap_) -= bytes;
         return p;
       }
     }
@@ -127,7 +127,7 @@ class BlockCache {
   // Bytes held idle (the calling thread's small blocks and everyone's large ones).
   size_t idle_bytes() {
     std::lock_guard<std::mutex> lock(mutex_);
-    return cached_ + small().bytes;
+    return cached_mapped_ + cached_heap_ + small().bytes;
   }
   // Returns the idle blocks to the system (the calling thread's small ones, all large ones).
   size_t release_idle() {
@@ -136,8 +136,8 @@ class BlockCache {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       blocks.swap(free_);
-      freed = cached_;
-      cached_ = 0;
+      freed = cached_mapped_ + cached_heap_;
+      cached_mapped_ = cached_heap_ = 0;
     }
     for (auto& [bytes, p] : blocks) release(p, bytes);
     freed += small().bytes;
@@ -153,20 +153,25 @@ class BlockCache {
         return;
       }
     }
-    if (bytes >= kMinCached && bytes <= kMaxCached) {
+    const bool mapped = bytes >= kMapped;
+    if (bytes >= kMinCached && bytes <= (mapped ? kMaxMapped : kMaxHeap)) {
       // The block just freed is the likeliest to be asked for again: to keep it, older idle
-      // blocks go back to the system, the largest first (fewest calls for the room needed).
+      // blocks of its class go back to the system, the largest first (fewest calls for the
+      // room needed). Mapped blocks and heap blocks have separate budgets, so that the many
+      // small blocks of a derivative loop do not push out a Lanczos basis between two calls.
       std::vector<std::pair<size_t, void*>> evicted;
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        while (cached_ + bytes > kMaxCached) {
-          auto largest = std::prev(free_.end());
+        size_t& cached = mapped ? cached_mapped_ : cached_heap_;
+        const size_t limit = mapped ? kMaxMapped : kMaxHeap;
+        while (cached + bytes > limit) {
+          auto largest = std::prev(mapped ? free_.end() : free_.lower_bound(kMapped));
           evicted.push_back(*largest);
-          cached_ -= largest->first;
+          cached -= largest->first;
           free_.erase(largest);
         }
         free_.emplace(bytes, p);
-        cached_ += bytes;
+        cached += bytes;
       }
       for (auto& [size, q] : evicted) release(q, size);
       return;
@@ -223,11 +228,12 @@ class BlockCache {
   static constexpr size_t kMaxSmallPerThread = size_t(16) << 20;  // 16 MiB idle per thread
   static constexpr size_t kSmall = 1088;                   // blocks of arrays up to 1 KiB
   static constexpr size_t kMinCached = size_t(64) << 10;   // 64 KiB
-  static constexpr size_t kMaxCached = size_t(512) << 20;  // 512 MiB idle at most
+  static constexpr size_t kMaxHeap = size_t(256) << 20;    // idle blocks of 64 KiB to 16 MiB: 256 MiB
+  static constexpr size_t kMaxMapped = size_t(512) << 20;  // idle mapped blocks (from 16 MiB): 512 MiB
   static constexpr size_t kMapped = size_t(16) << 20;      // 16 MiB: populated mappings
   std::mutex mutex_;
   std::multimap<size_t, void*> free_;  // idle blocks by size
-  size_t cached_ = 0;
+  size_t cached_heap_ = 0, cached_mapped_ = 0;  // bytes idle in free_, below / from kMapped
 };
 }  // namespace
 
