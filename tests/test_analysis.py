@@ -513,3 +513,17 @@ def test_structured_geometric_complexity_uses_the_gram_matrix_and_chunks(monkeyp
     assert abs(chunked - whole) <= 1e-12 * whole
     J = analysis.per_sample_jacobian(lambda h: model.apply(params, h), x)
     assert abs(whole - float(np.sum(J ** 2))) <= 1e-12 * whole
+
+
+def test_structured_jacobian_one_chunk_when_intermediates_fit(monkeypatch):
+    """The chunk size counts feature widths only: many samples of a narrow block go in one pass
+    (its memory then becomes the result) even with no extra budget."""
+    model = nn.Residual(nn.MLP(4, 4, 4, "tanh"), 0.5)
+    params, x = _init(model, 0), np.random.default_rng(0).standard_normal((50, 4))
+    chunks = set()
+    rows = analysis._rows
+    monkeypatch.setattr(analysis, "_rows", lambda mats, lo, hi: chunks.add((lo, hi)) or rows(mats, lo, hi))
+    monkeypatch.setattr(analysis, "_CHUNK_ELEMENTS", 1)
+    J = analysis._structured_jacobian(model, params, jl.array(x))
+    assert chunks == {(0, 50)}
+    assert_close(J, analysis.per_sample_jacobian(lambda h: model.apply(params, h), x), what="one chunk")

@@ -255,13 +255,13 @@ def _oriented(factors: list, out_first: bool) -> list:
     return mats
 
 
-def _leaves(factors: list):
-    """Every array of a factor list, residual insides included."""
+def _leaves(factors: list, kinds: bool = False):
+    """Every array of a factor list, residual insides included (with kinds: ``(kind, array)``)."""
     for f in factors:
         if f[0] == "res":
-            yield from _leaves(f[2])
+            yield from _leaves(f[2], kinds)
         else:
-            yield f[1]
+            yield (f[0], f[1]) if kinds else f[1]
 
 
 def _rows(mats: list, lo: int, hi: int) -> list:
@@ -308,7 +308,8 @@ def _structured_plan(block, params, x):
     out_first = n_out <= n_in
     mats = _oriented(factors, out_first)
     n_1 = n_out if out_first else n_in
-    widest = max([n_in, n_out] + [a.shape[-1] for a in leaves] + [a.shape[0] for a in leaves])
+    # the widest feature dim (a diagonal's shape is (B, n): its B is not a width)
+    widest = max([n_in, n_out] + [max(a.shape) if k == "W" else a.shape[1] for k, a in _leaves(factors, kinds=True)])
     # Intermediates up to the result's size (or ~1M elements) in one chunk: the peak is then
     # about twice the result. A residual applied to a running product holds three arrays of
     # that size at once, so there chunks take a quarter of the result.
