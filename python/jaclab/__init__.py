@@ -159,7 +159,7 @@ def num_threads() -> int:
 
 def cached_memory() -> int:
     """Bytes of host memory the engine holds idle for reuse. Freed tensor memory is kept by size
-    (blocks from 16 MiB up to 512 MiB, smaller ones from 64 KiB up to 256 MiB), because derivative code allocates the same shapes over and over and fresh
+    (blocks from 16 MiB up to 512 MiB, smaller ones from 64 KiB up to another 512 MiB), because derivative code allocates the same shapes over and over and fresh
     memory costs a page fault per 4 KB; large analyses' work arrays (a Lanczos basis) stay there
     between calls. Counts all large blocks and the calling thread's small ones."""
     return int(_core.cached_host_bytes())
