@@ -195,10 +195,11 @@ MiB = 1 << 20
 
 
 def test_cache_reuses_a_larger_mapped_block_and_keeps_the_latest():
-    """Mapped blocks (from 16 MiB) serve requests down to half their size; a freed block that
-    does not fit under its class's bound (mapped 512 MiB, heap 512 MiB) is kept by returning
-    older idle blocks of that class (largest first). So a 35-row Lanczos basis reuses a 60-row
-    one, alternating sizes map nothing new, and the HVPs' small blocks leave the basis alone."""
+    """Mapped blocks (from 16 MiB) serve requests down to half their size; a freed mapped block
+    that does not fit under their 512 MiB bound is kept by returning older idle mapped blocks
+    (largest first); heap blocks have a 512 MiB budget of their own, and one freed into a full
+    heap budget goes back itself. So a 35-row Lanczos basis reuses a 60-row one, alternating
+    sizes map nothing new, and the HVPs' small blocks leave the basis alone."""
     jl.release_cached_memory()
     try:
         big = jl.analysis._workspace((40 * MiB // 8,))
@@ -233,6 +234,11 @@ def test_cache_reuses_a_larger_mapped_block_and_keeps_the_latest():
         del small
         cached = jl.cached_memory()
         assert 260 * MiB + 500 * MiB <= cached <= 260 * MiB + 513 * MiB, cached / MiB
+        # the heap blocks idle first stay: a block of a size not among them is not cached
+        odd = jl.analysis._workspace((3 * MiB // 8,))
+        odd[...] = 1.0
+        del odd
+        assert jl.cached_memory() == cached
         again = jl.analysis._workspace((260 * MiB // 8,))  # the mapped block, still there
         assert jl.cached_memory() <= cached - 260 * MiB
         del again

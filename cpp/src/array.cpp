@@ -153,25 +153,33 @@ class BlockCache {
         return;
       }
     }
-    const bool mapped = bytes >= kMapped;
-    if (bytes >= kMinCached && bytes <= (mapped ? kMaxMapped : kMaxHeap)) {
-      // The block just freed is the likeliest to be asked for again: to keep it, older idle
-      // blocks of its class go back to the system, the largest first (fewest calls for the
-      // room needed). Mapped blocks and heap blocks have separate budgets, so that the many
-      // small blocks of a derivative loop do not push out a Lanczos basis between two calls.
+    // Mapped blocks and heap blocks have separate budgets, so that the many small blocks of a
+    // derivative loop do not push a Lanczos basis out between two calls.
+    if (bytes >= kMinCached && bytes < kMapped) {
+      // Heap blocks: kept while there is room. When there is none the newly freed block goes
+      // back: the ones already idle stay, so a loop whose working set exceeds the budget still
+      // finds part of it here (dropping the oldest instead would miss every time in a cycle).
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_heap_ + bytes <= kMaxHeap) {
+        free_.emplace(bytes, p);
+        cached_heap_ += bytes;
+        return;
+      }
+    } else if (bytes >= kMapped && bytes <= kMaxMapped) {
+      // Mapped blocks: few and costly to map again (~0.3 ms per MB). The one just freed is the
+      // likeliest to be asked for again (an analysis repeated with other sizes in between), so
+      // older idle ones go back to make room, the largest first.
       std::vector<std::pair<size_t, void*>> evicted;
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        size_t& cached = mapped ? cached_mapped_ : cached_heap_;
-        const size_t limit = mapped ? kMaxMapped : kMaxHeap;
-        while (cached + bytes > limit) {
-          auto largest = std::prev(mapped ? free_.end() : free_.lower_bound(kMapped));
+        while (cached_mapped_ + bytes > kMaxMapped) {
+          auto largest = std::prev(free_.end());
           evicted.push_back(*largest);
-          cached -= largest->first;
+          cached_mapped_ -= largest->first;
           free_.erase(largest);
         }
         free_.emplace(bytes, p);
-        cached += bytes;
+        cached_mapped_ += bytes;
       }
       for (auto& [size, q] : evicted) release(q, size);
       return;
