@@ -21,6 +21,7 @@ import pytest
 import jaclab as jl
 from conftest import assert_close, rand_like
 from test_nn import CASES, make_case
+from test_analysis import STRUCTURED, _init as structured_init
 from test_ops import SPEC_IDS, SPECS, np_attention
 
 GPU = jl.cuda_available()
@@ -323,6 +324,27 @@ def test_per_sample_and_layer_jacobians_on_the_device(rng):
         for a, b in zip(jl.tree_flatten(g)[0], jl.tree_flatten(g_ref)[0]):
             assert isinstance(a, np.ndarray)
             assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURED))
+def test_structured_jacobians_on_the_device(name, rng):
+    """Blocks that declare their Jacobian's factors: the products run on the device (one pass,
+    engine ops only) and equal the CPU's; the same for geometric complexity's sum of squares."""
+    factory, d_in = STRUCTURED[name]
+    model = factory()
+    params = structured_init(model, 1)
+    p_dev = jl.tree_map(lambda a: jl.array(a, device="cuda"), params)
+    x = rng.standard_normal((5, d_in))
+    got = jl.analysis._structured_jacobian(model, p_dev, dev(x))
+    assert isinstance(got, np.ndarray), "the structured path was not taken on the device"
+    assert_close(got, jl.analysis._structured_jacobian(model, params, jl.array(x)), rtol=1e-12, atol=1e-13)
+    assert_close(got, jl.analysis.per_sample_jacobian(lambda h: model.apply(params, h), x), rtol=1e-10, atol=1e-11)
+    sq = jl.analysis._structured_sq_sum(model, p_dev, dev(x))
+    assert abs(sq - jl.analysis._structured_sq_sum(model, params, jl.array(x))) <= 1e-12 * sq
+    p32 = jl.tree_map(lambda a: jl.array(np.asarray(a, np.float32), device="cuda"), params)
+    got32 = jl.analysis._structured_jacobian(model, p32, dev(x, np.float32))
+    assert got32.dtype == np.float32
+    assert_close(got32, got, **TOL[np.float32])
 
 
 def test_hessian_analyses_on_the_device(rng):

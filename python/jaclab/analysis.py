@@ -171,9 +171,12 @@ def per_sample_jacobian(fn, x, mode: str = "auto", chunk_size: int | None = None
 
 
 def _owned(P) -> np.ndarray:
-    """A product as a writable NumPy array, taking the tensor's memory where nothing else holds it."""
+    """A product as a writable NumPy array on the host, taking the tensor's memory where nothing
+    else holds it."""
     if isinstance(P, np.ndarray):
         return P
+    if P.device != "cpu":
+        P = P.to("cpu")
     J = _core._release_to_numpy(P)
     return np.array(P) if J is None else J
 
@@ -189,11 +192,16 @@ def _residual_product(s: float, inner: list, B: int, P=None):
     if P is not None:
         return _core.residual(P, _factor_product(inner, B, P), s)
     k, a = inner[0]
-    if k == "W":
-        inner = [(k, _core.multiply(a, np.asarray(s, np.dtype(a.dtype))))] + inner[1:]
-    elif k == "d":
-        inner = [(k, a * a.dtype.type(s))] + inner[1:]
-    R = _owned(_factor_product(inner, B))
+    if k != "R":  # the scale folded into the first factor
+        scale = np.asarray(s, np.dtype(a.dtype))
+        inner = [(k, _core.multiply(a, scale) if _on_device(a) or k == "W" else a * scale)] + inner[1:]
+    R = _factor_product(inner, B)
+    if _on_device(R):  # on a GPU: (s) X + I in engine ops
+        dtype = np.dtype(R.dtype)
+        if k == "R":
+            R = _core.multiply(R, np.asarray(s, dtype))
+        return _core.add(R, _core.array(np.eye(R.shape[-1], dtype=dtype), device=R.device))
+    R = _owned(R)
     if R.ndim == 2:
         R = np.ascontiguousarray(np.broadcast_to(R, (B,) + R.shape))
     if k == "R":  # a residual of a residual: the scale cannot fold into a factor
@@ -214,28 +222,43 @@ def _factor_product(mats: list, B: int, P=None):
     for kind, a in mats:
         if kind == "R":
             if pending is not None:  # diag(pending) (I + s X): rows of the formed residual scaled
-                P, pending = _core.multiply(pending.reshape(B, -1, 1), _residual_product(*a, B)), None
+                P, pending = _core.multiply(_reshape(pending, (B, -1, 1)), _residual_product(*a, B)), None
             else:
                 P = _residual_product(*a, B, P)
         elif kind == "d":
             if P is None:
-                pending = a if pending is None else pending * a
+                pending = a if pending is None else _core.multiply(pending, a) if _on_device(a) else pending * a
             else:
-                P = _core.multiply(P, a.reshape(B, 1, -1))
+                P = _core.multiply(P, _reshape(a, (B, 1, -1)))
         elif P is None:
-            P = a if pending is None else _core.multiply(_core.array(pending.reshape(B, -1, 1)), a)
+            P = a if pending is None else _core.multiply(_reshape(pending, (B, -1, 1)), a)
             pending = None
         else:
             P = _core.matmul(P, a)
     if P is None:  # diagonals only
         return _diagonals(pending)
     if P.ndim == 2:  # shared matrices only: the same Jacobian for every sample
+        if _on_device(P):
+            return _core.add(_core.zeros((B,) + tuple(P.shape), np.dtype(P.dtype), P.device), P)
         return np.ascontiguousarray(np.broadcast_to(np.asarray(P), (B,) + tuple(P.shape)))
     return P
 
 
-def _diagonals(d: np.ndarray) -> np.ndarray:
+def _on_device(a) -> bool:
+    return isinstance(a, _core.Tensor) and a.device != "cpu"
+
+
+def _reshape(a, shape):
+    """NumPy arrays stay NumPy (a view); tensors (on a GPU) are reshaped by the engine."""
+    return a.reshape(shape) if isinstance(a, np.ndarray) else _core.reshape(a, shape)
+
+
+def _diagonals(d):
+    """``diag(d_b)`` per sample, ``(B, n, n)``; NumPy, or on d's GPU."""
     B, n = d.shape
+    if _on_device(d):
+        eye = _core.array(np.eye(n, dtype=np.dtype(d.dtype)), device=d.device)
+        return _core.multiply(eye, _core.reshape(d, (B, 1, n)))
     D = np.zeros((B, n, n), d.dtype)
     D.reshape(B, n * n)[:, ::n + 1] = d
     return D
@@ -243,13 +266,14 @@ def _diagonals(d: np.ndarray) -> np.ndarray:
 
 def _oriented(factors: list, out_first: bool) -> list:
     """A block's factors (input side first) as the matrices to multiply left to right: output
-    side first with the weights transposed (``J = F_L^T ... F_1^T``), or as declared (``J^T``)."""
+    side first with the weights transposed (``J = F_L^T ... F_1^T``), or as declared (``J^T``).
+    Slopes on the host become NumPy (sliced per chunk); on a GPU they stay tensors there."""
     mats = []
     for f in (reversed(factors) if out_first else factors):
         if f[0] == "W":
             mats.append(("W", _core.transpose(f[1], None) if out_first else f[1]))
         elif f[0] == "d":
-            mats.append(("d", np.asarray(f[1])))
+            mats.append(("d", f[1] if _on_device(f[1]) else np.asarray(f[1])))
         else:
             mats.append(("R", (f[1], _oriented(f[2], out_first))))
     return mats
@@ -289,11 +313,11 @@ def _out_width(factors: list, n_in: int) -> int | None:
 
 def _structured_plan(block, params, x):
     """What the structured paths need: ``(mats, out_first, n_out, chunk)`` for a block that
-    declares its factors (``Module._jacobian_factors``) at a CPU batch of vectors ``x``, else
+    declares its factors (``Module._jacobian_factors``) at a batch of vectors ``x``, else
     None. ``mats`` are the factors oriented for ``_factor_product`` (output side first when
     ``n_out <= n_in``); ``chunk`` is the samples per pass (see ``_structured_jacobian``)."""
     factors_of = getattr(block, "_jacobian_factors", None)
-    if factors_of is None or x.ndim != 2 or x.device != "cpu":
+    if factors_of is None or x.ndim != 2:
         return None
     factors = factors_of(params, x)
     if not factors:
@@ -313,14 +337,15 @@ def _structured_plan(block, params, x):
     # Intermediates up to the result's size (or ~1M elements) in one chunk: the peak is then
     # about twice the result. A residual applied to a running product holds three arrays of
     # that size at once, so there chunks take a quarter of the result.
+    # On a GPU one pass: tensors there are not sliced by sample.
     budget = n_out * n_in * B // (4 if any(k == "R" for k, _ in mats[1:]) else 1)
-    chunk = max(1, min(B, max(budget, _CHUNK_ELEMENTS) // (n_1 * widest)))
+    chunk = max(1, min(B, max(budget, _CHUNK_ELEMENTS) // (n_1 * widest))) if x.device == "cpu" else B
     return mats, out_first, n_out, chunk
 
 
 def _structured_jacobian(block, params, x) -> np.ndarray | None:
-    """Per-sample Jacobian ``(B, n_out, n_in)`` of ``block.apply(params, .)`` at a CPU batch of
-    vectors ``x`` (B, n_in), from the factors the block declares (``Module._jacobian_factors``:
+    """Per-sample Jacobian ``(B, n_out, n_in)`` of ``block.apply(params, .)`` at a batch of
+    vectors ``x`` (B, n_in; on the CPU or, with the params, on a GPU), from the factors the block declares (``Module._jacobian_factors``:
     shared weights, per-sample activation slopes, residual sums), or None where it declares none.
 
     The product is taken from the smaller end, as reverse or forward mode would: output side
@@ -329,8 +354,8 @@ def _structured_jacobian(block, params, x) -> np.ndarray | None:
     (a basis sweep does that product per sample in reverse mode); a residual block adds
     ``s P X`` to the running product ``P`` (or is formed as ``I + s X`` where it comes first; see
     ``_residual_product``). Samples are taken in chunks where an intermediate ``(B, n_1, m)``
-    would exceed both the result and ~1M elements. Cost: one GEMM per weight matrix at ``B *
-    n_1`` rows (``B * width`` for a residual that comes first)."""
+    would exceed both the result and ~1M elements (on a GPU: one pass). Cost: one GEMM per
+    weight matrix at ``B * n_1`` rows (``B * width`` for a residual that comes first)."""
     plan = _structured_plan(block, params, x)
     if plan is None:
         return None
@@ -339,7 +364,7 @@ def _structured_jacobian(block, params, x) -> np.ndarray | None:
     J = None
     for b0 in range(0, B, chunk):
         b1 = min(B, b0 + chunk)
-        P = _factor_product(_rows(mats, b0, b1), b1 - b0)
+        P = _factor_product(mats if chunk == B else _rows(mats, b0, b1), b1 - b0)
         if not out_first:  # (b, n_in, n_out) -> (b, n_out, n_in): the engine's tiled transposing copy
             P = (np.ascontiguousarray(P.transpose(0, 2, 1)) if isinstance(P, np.ndarray)
                  else _core.reshape(_core.transpose(P, (0, 2, 1)), (b1 - b0, n_out, n_in)))
@@ -369,7 +394,7 @@ def _structured_sq_sum(block, params, x) -> float | None:
     total = 0.0
     for b0 in range(0, B, chunk):
         b1 = min(B, b0 + chunk)
-        P = _factor_product(_rows(mats, b0, b1), b1 - b0)
+        P = _factor_product(mats if chunk == B else _rows(mats, b0, b1), b1 - b0)
         PG = P if gram is None else _core.matmul(P, gram)
         total += float(_host(_core.sum(_core.multiply(PG, P))))
     return total
@@ -581,7 +606,7 @@ def geometric_complexity(model, params, x, mode: str = "auto") -> float:
     batched sweeps of many directions each (~1M elements per sweep), with the squares summed
     in the engine; the Jacobians are never formed. With ``mode="auto"``, blocks that declare
     their Jacobian's factors (``Linear``, activations, ``MLP``, ``Residual`` and ``Sequential``
-    stacks of them; vectors on the CPU) take products of weights and activation slopes instead,
+    stacks of them; vectors) take products of weights and activation slopes instead,
     with the input layer's Gram matrix in place of the layer (see ``_structured_sq_sum``).
     Returns a float.
     """

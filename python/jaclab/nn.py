@@ -95,7 +95,8 @@ def _tensor(a) -> Tensor:
 
 def _slope(fn: str, z: Tensor) -> Tensor:
     """``act'(z)`` elementwise, from the engine's own JVP rule of the activation (tangent 1)."""
-    _, (slope,) = _core.jvp_flat(lambda zs: [_core.nn_activate(zs[0], fn)], [z], [_core.ones(tuple(z.shape), z.dtype)])
+    ones = _core.ones(tuple(z.shape), z.dtype, z.device)
+    _, (slope,) = _core.jvp_flat(lambda zs: [_core.nn_activate(zs[0], fn)], [z], [ones])
     return slope
 
 
