@@ -279,13 +279,13 @@ def _oriented(factors: list, out_first: bool) -> list:
     return mats
 
 
-def _leaves(factors: list, kinds: bool = False):
-    """Every array of a factor list, residual insides included (with kinds: ``(kind, array)``)."""
+def _leaves(factors: list):
+    """``(kind, array)`` for every array of a factor list, residual insides included."""
     for f in factors:
         if f[0] == "res":
-            yield from _leaves(f[2], kinds)
+            yield from _leaves(f[2])
         else:
-            yield (f[0], f[1]) if kinds else f[1]
+            yield f[0], f[1]
 
 
 def _rows(mats: list, lo: int, hi: int) -> list:
@@ -323,7 +323,7 @@ def _structured_plan(block, params, x):
     if not factors:
         return None
     leaves = list(_leaves(factors))
-    if any(np.dtype(a.dtype) != np.dtype(x.dtype) for a in leaves):
+    if any(np.dtype(a.dtype) != np.dtype(x.dtype) for _, a in leaves):
         return None  # mixed dtypes: the basis sweeps' forward pass raises the block's own error
     B, n_in = x.shape
     n_out = _out_width(factors, n_in)
@@ -333,7 +333,7 @@ def _structured_plan(block, params, x):
     mats = _oriented(factors, out_first)
     n_1 = n_out if out_first else n_in
     # the widest feature dim (a diagonal's shape is (B, n): its B is not a width)
-    widest = max([n_in, n_out] + [max(a.shape) if k == "W" else a.shape[1] for k, a in _leaves(factors, kinds=True)])
+    widest = max([n_in, n_out] + [max(a.shape) if k == "W" else a.shape[1] for k, a in leaves])
     # Intermediates up to the result's size (or ~1M elements) in one chunk: the peak is then
     # about twice the result. A residual applied to a running product holds three arrays of
     # that size at once, so there chunks take a quarter of the result.
@@ -341,6 +341,13 @@ def _structured_plan(block, params, x):
     budget = n_out * n_in * B // (4 if any(k == "R" for k, _ in mats[1:]) else 1)
     chunk = max(1, min(B, max(budget, _CHUNK_ELEMENTS) // (n_1 * widest))) if x.device == "cpu" else B
     return mats, out_first, n_out, chunk
+
+
+def _chunk_products(mats: list, B: int, chunk: int):
+    """``(b0, b1, product of mats for samples b0..b1-1)`` chunk by chunk."""
+    for b0 in range(0, B, chunk):
+        b1 = min(B, b0 + chunk)
+        yield b0, b1, _factor_product(mats if chunk == B else _rows(mats, b0, b1), b1 - b0)
 
 
 def _structured_jacobian(block, params, x) -> np.ndarray | None:
@@ -362,9 +369,7 @@ def _structured_jacobian(block, params, x) -> np.ndarray | None:
     mats, out_first, n_out, chunk = plan
     B, n_in = x.shape
     J = None
-    for b0 in range(0, B, chunk):
-        b1 = min(B, b0 + chunk)
-        P = _factor_product(mats if chunk == B else _rows(mats, b0, b1), b1 - b0)
+    for b0, b1, P in _chunk_products(mats, B, chunk):
         if not out_first:  # (b, n_in, n_out) -> (b, n_out, n_in): the engine's tiled transposing copy
             P = (np.ascontiguousarray(P.transpose(0, 2, 1)) if isinstance(P, np.ndarray)
                  else _core.reshape(_core.transpose(P, (0, 2, 1)), (b1 - b0, n_out, n_in)))
@@ -392,9 +397,7 @@ def _structured_sq_sum(block, params, x) -> float | None:
     if len(mats) > 1 and k == "W" and A.shape[1] > A.shape[0]:
         gram, mats = _core.matmul(A, _core.transpose(A, None)), mats[:-1]
     total = 0.0
-    for b0 in range(0, B, chunk):
-        b1 = min(B, b0 + chunk)
-        P = _factor_product(mats if chunk == B else _rows(mats, b0, b1), b1 - b0)
+    for _, _, P in _chunk_products(mats, B, chunk):
         PG = P if gram is None else _core.matmul(P, gram)
         total += float(_host(_core.sum(_core.multiply(PG, P))))
     return total

@@ -117,7 +117,7 @@ class Module:
 
     def apply_layers(self, params, x) -> list:
         """Activations at layer boundaries: ``[x, output]`` for a single block."""
-        return [_core.array(x) if not isinstance(x, Tensor) else x, self.apply(params, x)]
+        return [_tensor(x), self.apply(params, x)]
 
     def _jacobian_factors(self, params, x) -> list | None:
         """The per-sample Jacobian of ``apply(params, .)`` at a batch of vectors ``x`` (B, n),
@@ -412,7 +412,7 @@ class Sequential(Module):
 
     def apply_layers(self, params, x):
         self._check(params)
-        hs = [x if isinstance(x, Tensor) else _core.array(x)]
+        hs = [_tensor(x)]
         for layer, p in zip(self.layers, params):
             hs.append(layer.apply(p, hs[-1]))
         return hs
