@@ -1,5 +1,5 @@
-"""jl.set_num_threads and the elementwise pool: large ops (split across threads) against NumPy,
-and the same bits at any thread count."""
+"""jl.set_num_threads and jaclab's pool: large elementwise ops and GEMMs (split across threads)
+against NumPy, and the same bits at any thread count where that is promised."""
 from __future__ import annotations
 
 import os
@@ -12,10 +12,9 @@ import jaclab as jl
 
 @pytest.fixture
 def threads():
-    saved_pool, saved_blas = jl.num_threads(), jl.info()["blas_threads"]
+    saved = jl.num_threads()
     yield
-    jl._core.set_pool_num_threads(saved_pool)
-    jl._core.set_blas_num_threads(saved_blas)
+    jl.set_num_threads(saved)
 
 
 # Shapes big enough that every loop kind is split (> 2 x 256K elements for the cheap loops, twice
@@ -40,7 +39,7 @@ def large_ops(rng, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_large_elementwise_ops_match_numpy(threads, n, dtype):
     jl.set_num_threads(n)
-    assert jl.num_threads() == n and jl.info()["blas_threads"] == n
+    assert jl.num_threads() == n and jl.info()["blas_threads"] == 1  # OpenBLAS: one thread, split by jaclab
     rng = np.random.default_rng(n)
     tol = 1e-14 if dtype == np.float64 else 2e-6
     for k, (got, want) in enumerate(large_ops(rng, dtype)):
@@ -80,8 +79,76 @@ def test_pool_works_in_a_forked_child(threads):
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
+# ---- GEMMs split over the pool (kernel_util.h: gemm, gemm_batch_strided) ------------------------
+# OpenBLAS runs on one thread; jaclab cuts each large product into row blocks (or column blocks
+# when C is wider than tall), one single-threaded call each. (M, K, N) shapes: both cuts, ragged
+# edges, a product below the split threshold, and batched slices (one slice per thread).
+SPLIT_CASES = [(256, 256, 256), (300, 130, 90), (90, 130, 301), (33, 517, 1000), (1000, 64, 7), (20, 20, 20)]
+
+
+def _split_operands(rng, M, K, N, dtype, trans_a, trans_b):
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    # A transposed layout reaches the BLAS as op(A) = A^T of a row-major array: no copy.
+    A = jl.array(np.ascontiguousarray(a.T)).T if trans_a else jl.array(a)
+    B = jl.array(np.ascontiguousarray(b.T)).T if trans_b else jl.array(b)
+    return a, b, A, B
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True), (True, True)])
+def test_split_gemms_match_numpy(threads, n, dtype, trans):
+    jl.set_num_threads(n)
+    rng = np.random.default_rng([n, int(trans[0]), int(trans[1])])
+    tol = dict(rtol=1e-13, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    for M, K, N in SPLIT_CASES:
+        a, b, A, B = _split_operands(rng, M, K, N, dtype, *trans)
+        want = _np_mm(a, b)
+        got = np.asarray(A @ B)
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got / scale, want / scale, **tol, err_msg=f"{(M, K, N)} at {n} threads")
+        again = np.asarray(A @ B)  # the same blocks every call: the same bits
+        assert np.array_equal(got, again), f"{(M, K, N)} changed between calls at {n} threads"
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batched_slices_side_by_side_match_numpy(threads, n, dtype):
+    """Small batched products go one slice per thread (gemm_batch_strided); large ones one after
+    the other, each split."""
+    jl.set_num_threads(n)
+    rng = np.random.default_rng(n)
+    tol = dict(rtol=1e-13, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    for batch, M, K, N in [(7, 64, 32, 64), (3, 300, 200, 300), (2, 16, 8, 16)]:
+        a = rng.standard_normal((batch, M, K)).astype(dtype)
+        b = rng.standard_normal((batch, K, N)).astype(dtype)
+        got = np.asarray(jl.array(a) @ jl.array(b))
+        want = _np_mm(a, b)
+        np.testing.assert_allclose(got / np.abs(want).max(), want / np.abs(want).max(), **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_split_gemm_bits_do_not_depend_on_the_thread_count_for_tiled_shapes(threads, dtype):
+    """Where every block is a whole number of OpenBLAS tiles (widths that are multiples of 64, as
+    in the benchmark models) and big enough for OpenBLAS's main kernels, the split gives the
+    unsplit product's bits. (Below ~10^6 multiply-adds OpenBLAS switches to small-matrix kernels
+    that round differently, so e.g. W1's 256x512x10 output layer, cut into two 128-row blocks,
+    is not bit-identical to the one-thread product: equal to rounding, tested above.)"""
+    rng = np.random.default_rng(5)
+    for M, K, N in [(256, 256, 256), (256, 784, 512), (512, 512, 256), (1024, 256, 768), (512, 512, 64)]:
+        a = jl.array(rng.standard_normal((M, K)).astype(dtype))
+        b = jl.array(rng.standard_normal((K, N)).astype(dtype))
+        results = {}
+        for n in (1, 2, 4):
+            jl.set_num_threads(n)
+            results[n] = np.asarray(a @ b).copy()
+        for n in (2, 4):
+            assert np.array_equal(results[1], results[n]), f"{(M, K, N)} differs with {n} threads"
+
+
 # ---- two GEMMs side by side (kernels::matmul_pair / matmul_pair_sum) ------------------------
-# The first-order product rules run their two GEMMs as one BLAS batch call when the BLAS has
+# The first-order product rules run their two GEMMs side by side (one per thread) when the pool has
 # exactly two threads and the GEMMs are big (>= 2^20 multiply-adds each) and of similar size.
 # These shapes take that path at 2 threads and the plain one at 1 and 3; every result is checked
 # against NumPy, and the fall-backs (unequal sizes, 1-D x, broadcast batch) are covered too.

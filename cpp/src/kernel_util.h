@@ -4,6 +4,7 @@
 
 #include "jaclab/array.h"
 #include "jaclab/blas.h"
+#include "jaclab/parallel.h"
 
 namespace jaclab::kernels::detail {
 
@@ -15,29 +16,58 @@ void dispatch_float(DType dt, F&& f) {
   else throw_type("expected a float32 or float64 tensor, got ", dtype_name(dt));
 }
 
-// Row-major C = alpha op(A) op(B) + beta C through the BLAS.
+// Row-major C = alpha op(A) op(B) + beta C, one BLAS call on the calling thread (OpenBLAS is set
+// to one thread: jaclab/parallel.h).
 template <class T>
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+void gemm_serial(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if constexpr (std::is_same_v<T, float>)
     JL_CBLAS(sgemm)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   else
     JL_CBLAS(dgemm)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-// `count` GEMMs C_i = alpha op(A_i) op(B_i) + beta C_i with A_i = A + i * stride_a (likewise B, C)
-// in one call: OpenBLAS runs the small ones side by side, one thread each, instead of splitting
-// every small GEMM over all threads (2-3x faster for attention-sized slices).
+// Products below this many multiply-adds (M N K) run on one thread: ~5 us of float32 work, where
+// splitting stops paying for the hand-off to a spinning worker (1-2 us).
+constexpr double kGemmSplitMin = double(1 << 18);
+
+// Row-major C = alpha op(A) op(B) + beta C over the pool's threads: C is cut into blocks of rows
+// (or of columns, when it has more columns than rows), each block one single-threaded BLAS call,
+// so each thread packs only its share of the longer operand (measured: rows are the better cut
+// for square products). Every element of C is computed by one call, in the same K order as the
+// unsplit product; the bits are the same from run to run at a given thread count, and at most
+// thread counts, but not at all: OpenBLAS takes other kernel paths for some block sizes (seen
+// in the last few columns of products whose width is not a multiple of 8).
+template <class T>
+void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  const int threads = parallel::num_threads();
+  if (threads < 2 || double(M) * N * K < kGemmSplitMin)
+    return gemm_serial<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (N > M) {  // column j of op(B): B + j (not transposed) or row j of B
+    parallel::for_range(N, std::max<int64_t>(1, N / threads), [&](int64_t j0, int64_t j1) {
+      gemm_serial<T>(ta, tb, M, j1 - j0, K, alpha, A, lda, tb == CblasNoTrans ? B + j0 : B + j0 * ldb, ldb, beta,
+                     C + j0, ldc);
+    }, 16);
+  } else {  // row i of op(A): A + i * lda (not transposed) or column i of A
+    parallel::for_range(M, std::max<int64_t>(1, M / threads), [&](int64_t i0, int64_t i1) {
+      gemm_serial<T>(ta, tb, i1 - i0, N, K, alpha, ta == CblasNoTrans ? A + i0 * lda : A + i0, lda, B, ldb, beta,
+                     C + i0 * ldc, ldc);
+    }, 16);
+  }
+}
+
+// `count` GEMMs C_i = alpha op(A_i) op(B_i) + beta C_i with A_i = A + i * stride_a (likewise B, C):
+// the small ones side by side, one thread each (2-3x faster for attention-sized slices than
+// splitting each small GEMM over all threads); large ones one after another, each split.
 template <class T>
 void gemm_batch_strided(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha,
                         const T* A, int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta,
                         T* C, int64_t ldc, int64_t stride_c, int64_t count) {
-  if constexpr (std::is_same_v<T, float>)
-    JL_CBLAS(sgemm_batch_strided)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
-                                  ldc, stride_c, count);
-  else
-    JL_CBLAS(dgemm_batch_strided)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, stride_a, B, ldb, stride_b, beta, C,
-                                  ldc, stride_c, count);
+  parallel::for_range(count, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)  // inside a worker (or a busy pool) gemm runs unsplit
+      gemm<T>(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc);
+  }, 1);
 }
 
 // One GEMM's operands (row-major C = op(A) op(B) + beta C), for gemm_pair.
@@ -54,22 +84,17 @@ struct GemmCall {
   int64_t ldc;
 };
 
-// Two independent GEMMs in one BLAS batch call: OpenBLAS runs them side by side, each on one
-// thread, where two GEMMs in turn would each be split over both threads.
+// Two independent GEMMs side by side, each on one thread, where two GEMMs in turn would each be
+// split over both threads.
 template <class T>
 void gemm_pair(const GemmCall<T>& x, const GemmCall<T>& y) {
-  CBLAS_TRANSPOSE ta[2] = {x.ta, y.ta}, tb[2] = {x.tb, y.tb};
-  blasint M[2] = {blasint(x.M), blasint(y.M)}, N[2] = {blasint(x.N), blasint(y.N)}, K[2] = {blasint(x.K), blasint(y.K)};
-  blasint lda[2] = {blasint(x.lda), blasint(y.lda)}, ldb[2] = {blasint(x.ldb), blasint(y.ldb)};
-  blasint ldc[2] = {blasint(x.ldc), blasint(y.ldc)}, sizes[2] = {1, 1};
-  T alpha[2] = {T(1), T(1)}, beta[2] = {x.beta, y.beta};
-  const T* A[2] = {x.A, y.A};
-  const T* B[2] = {x.B, y.B};
-  T* C[2] = {x.C, y.C};
-  if constexpr (std::is_same_v<T, float>)
-    JL_CBLAS(sgemm_batch)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2, sizes);
-  else
-    JL_CBLAS(dgemm_batch)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 2, sizes);
+  const GemmCall<T>* calls[2] = {&x, &y};
+  parallel::for_range(2, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const GemmCall<T>& c = *calls[i];
+      gemm<T>(c.ta, c.tb, c.M, c.N, c.K, T(1), c.A, c.lda, c.B, c.ldb, c.beta, c.C, c.ldc);
+    }
+  }, 1);
 }
 
 // Whether `count` GEMMs of M x N x K go faster as one batched call than one after another.

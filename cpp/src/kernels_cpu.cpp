@@ -7,6 +7,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "jaclab/backend.h"
 #include "jaclab/blas.h"
@@ -628,11 +629,11 @@ bool fold_product(const Array& a_in, const Array& b_in, FoldedProduct& f) {
   return true;
 }
 
-// Side by side pays on exactly two BLAS threads, for GEMMs big enough to be split at all and of
+// Side by side pays on exactly two threads, for GEMMs big enough to be split at all and of
 // similar size (a small one would leave its core idle while the other finishes).
 bool pair_pays(const FoldedProduct& x, const FoldedProduct& y) {
   const double fx = double(x.M) * x.N * x.K, fy = double(y.M) * y.N * y.K;
-  return blas::num_threads() == 2 && std::min(fx, fy) >= double(1 << 20) && std::min(fx, fy) >= 0.6 * std::max(fx, fy);
+  return parallel::num_threads() == 2 && std::min(fx, fy) >= double(1 << 20) && std::min(fx, fy) >= 0.6 * std::max(fx, fy);
 }
 
 template <class T>
@@ -821,21 +822,33 @@ bool all_finite(const Array& x) {
 namespace jaclab::blas {
 int num_threads() { return scipy_openblas_get_num_threads(); }
 void set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
-// BLAS-1 takes a 32-bit length here (scipy-openblas32): longer vectors go in pieces.
-constexpr int64_t kBlasIntMax = int64_t{1} << 30;
+// OpenBLAS runs on one thread (jaclab/parallel.h), so long vectors are split over the pool here.
+// Pieces of a fixed length (not a fraction of the thread count) keep dot's summation order, and
+// so its bits, the same at any thread count. BLAS-1 takes a 32-bit length (scipy-openblas32):
+// the pieces are far below that.
+constexpr int64_t kPiece = int64_t{1} << 16;
 double dot(int64_t n, const double* x, const double* y) {
+  const int64_t pieces = (n + kPiece - 1) / kPiece;
+  std::vector<double> part(static_cast<size_t>(pieces));
+  parallel::for_range(pieces, 4, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      part[p] = JL_CBLAS(ddot)(static_cast<blasint>(std::min(kPiece, n - p * kPiece)), x + p * kPiece, 1,
+                               y + p * kPiece, 1);
+  }, 1);
   double s = 0.0;
-  for (int64_t i = 0; i < n; i += kBlasIntMax)
-    s += JL_CBLAS(ddot)(static_cast<blasint>(std::min(kBlasIntMax, n - i)), x + i, 1, y + i, 1);
+  for (double v : part) s += v;
   return s;
 }
 void axpy(int64_t n, double alpha, const double* x, double* y) {
-  for (int64_t i = 0; i < n; i += kBlasIntMax)
-    JL_CBLAS(daxpy)(static_cast<blasint>(std::min(kBlasIntMax, n - i)), alpha, x + i, 1, y + i, 1);
+  parallel::for_range(n, 4 * kPiece, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i += kPiece)
+      JL_CBLAS(daxpy)(static_cast<blasint>(std::min(kPiece, e - i)), alpha, x + i, 1, y + i, 1);
+  });
 }
 void scal(int64_t n, double alpha, double* x) {
-  for (int64_t i = 0; i < n; i += kBlasIntMax)
-    JL_CBLAS(dscal)(static_cast<blasint>(std::min(kBlasIntMax, n - i)), alpha, x + i, 1);
+  parallel::for_range(n, 4 * kPiece, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i += kPiece) JL_CBLAS(dscal)(static_cast<blasint>(std::min(kPiece, e - i)), alpha, x + i, 1);
+  });
 }
 const char* name() {
   static std::string s = std::string("scipy-openblas32 (") + scipy_openblas_get_config() + ", core " +

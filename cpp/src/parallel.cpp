@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <memory>
@@ -13,8 +14,34 @@
 
 #include "jaclab/blas.h"
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define JL_CPU_RELAX() _mm_pause()
+#else
+#define JL_CPU_RELAX() ((void)0)
+#endif
+
 namespace jaclab::parallel {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+// How long an idle worker (and a caller waiting for its workers) spins before sleeping: long
+// enough to bridge the gaps between the ops of one transform (Python and graph bookkeeping, a few
+// microseconds each), short enough to give the core back soon after the work stops.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+// Spins until done() or kSpin has passed; true if done().
+template <class F>
+bool spin_until(F&& done) {
+  const auto deadline = Clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      JL_CPU_RELAX();
+    }
+    if (Clock::now() >= deadline) return done();
+  }
+}
 
 struct Job {
   const std::function<void(int64_t, int64_t)>* fn;
@@ -49,7 +76,7 @@ class Pool {
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
+      stop_.store(true);
     }
     cv_.notify_all();
     for (auto& t : threads_) t.join();
@@ -63,15 +90,18 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(mu_);
       job_ = &job;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    cv_.notify_all();
+    cv_.notify_all();  // no system call when every worker is spinning
     run_chunks(job);
     {
       // No worker may pick the job up from now on; those that did are finishing their chunks.
-      std::unique_lock<std::mutex> lk(mu_);
+      std::lock_guard<std::mutex> lk(mu_);
       job_ = nullptr;
-      done_cv_.wait(lk, [&] { return active_ == 0; });
+    }
+    if (!spin_until([&] { return active_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lk(mu_);
+      done_cv_.wait(lk, [&] { return active_.load(std::memory_order_acquire) == 0; });
     }
     return true;
   }
@@ -80,17 +110,19 @@ class Pool {
   void work() {
     t_in_worker = true;
     uint64_t seen = 0;
-    std::unique_lock<std::mutex> lk(mu_);
     for (;;) {
-      cv_.wait(lk, [&] { return stop_ || (generation_ != seen && job_ != nullptr); });
-      if (stop_) return;
-      seen = generation_;
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(); });
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return stop_.load() || generation_.load(std::memory_order_relaxed) != seen; });
+      if (stop_.load()) return;
+      seen = generation_.load(std::memory_order_relaxed);
       Job* job = job_;
-      ++active_;
+      if (!job) continue;  // the caller finished that job alone; wait for the next
+      active_.fetch_add(1, std::memory_order_relaxed);
       lk.unlock();
       run_chunks(*job);
       lk.lock();
-      if (--active_ == 0) done_cv_.notify_one();
+      if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) done_cv_.notify_one();
     }
   }
 
@@ -98,10 +130,10 @@ class Pool {
   std::mutex busy_;  // one job at a time
   std::mutex mu_;    // guards job_, generation_, active_, stop_
   std::condition_variable cv_, done_cv_;
-  Job* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int active_ = 0;
-  bool stop_ = false;
+  Job* job_ = nullptr;                 // guarded by mu_
+  std::atomic<uint64_t> generation_{0};  // written under mu_; read by spinning workers
+  std::atomic<int> active_{0};          // workers inside a job (incremented under mu_)
+  std::atomic<bool> stop_{false};
 };
 
 std::atomic<int> g_threads{0};  // 0: not chosen yet (the BLAS's count)
@@ -124,13 +156,23 @@ Pool* pool() {
 }  // namespace
 
 int num_threads() {
-  int n = g_threads.load();
-  return n > 0 ? n : std::max(1, blas::num_threads());
+  // First call: take OpenBLAS's thread count as ours and set OpenBLAS to one thread (the GEMMs
+  // are split by this pool; see parallel.h).
+  static const int blas_default = [] {
+    const int n = std::max(1, blas::num_threads());
+    blas::set_num_threads(1);
+    return n;
+  }();
+  const int n = g_threads.load();
+  return n > 0 ? n : blas_default;
 }
 
-void set_num_threads(int n) { g_threads.store(std::max(1, n)); }
+void set_num_threads(int n) {
+  num_threads();  // OpenBLAS to one thread first, whatever the order of calls
+  g_threads.store(std::max(1, n));
+}
 
-void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn, int64_t align) {
   if (n <= 0) return;
   const int threads = t_in_worker ? 1 : num_threads();
   if (threads < 2 || n < 2 * grain) return fn(0, n);
@@ -141,10 +183,11 @@ void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64
   Job job;
   job.fn = &fn;
   job.n = n;
-  // Chunks start at multiples of 64 items: a vectorised loop then meets the same lane alignment
-  // in every chunk as in one serial pass, so results are bit-identical at any thread count
-  // (SIMD and scalar-remainder variants of tanh/exp round differently).
-  job.chunk = ((n + n_chunks - 1) / n_chunks + 63) / 64 * 64;
+  // Chunks start at multiples of `align` (64) items: a vectorised loop then meets the same lane
+  // alignment in every chunk as in one serial pass, so results are bit-identical at any thread
+  // count (SIMD and scalar-remainder variants of tanh/exp round differently).
+  align = std::max<int64_t>(1, align);
+  job.chunk = ((n + n_chunks - 1) / n_chunks + align - 1) / align * align;
   job.n_chunks = (n + job.chunk - 1) / job.chunk;
   if (job.n_chunks < 2 || !p->run(job)) return fn(0, n);
   if (job.error) std::rethrow_exception(job.error);

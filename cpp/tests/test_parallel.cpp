@@ -2,7 +2,9 @@
 // nested and concurrent callers; and the kernels it splits give the same bits at any count.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
+#include <cmath>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -107,6 +109,52 @@ TEST(Parallel, KernelsGiveTheSameBitsAtAnyThreadCount) {
     std::vector<Tensor> par = run();
     for (size_t k = 0; k < par.size(); ++k) EXPECT_EQ(jltest::to_vec(par[k]), jltest::to_vec(serial[k])) << "result " << k;
   }
+}
+
+// GEMMs are cut into row or column blocks, one single-threaded BLAS call each, on the pool.
+// Against a naive product at 1-4 threads: both cuts (tall and wide C), ragged block edges,
+// transposed layouts (views), batched slices; and from two caller threads at once (one of them
+// finds the pool busy and runs its products unsplit).
+TEST(Parallel, SplitMatmulsMatchANaiveProduct) {
+  const std::vector<std::array<int64_t, 3>> shapes = {{256, 256, 256}, {300, 130, 90}, {90, 130, 301}, {33, 517, 900}};
+  for (int threads : {1, 2, 3, 4}) {
+    ThreadCount tc(threads);
+    unsigned seed = 10;
+    for (auto [M, K, N] : shapes) {
+      Tensor a = jltest::random_tensor({M, K}, ++seed), b = jltest::random_tensor({K, N}, ++seed);
+      const auto want = jltest::naive_matmul(jltest::to_vec(a), jltest::to_vec(b), M, K, N);
+      jltest::expect_near_vec(jltest::to_vec(matmul(a, b)), want, 1e-12, 1e-12);
+      Tensor at = transpose(jltest::random_tensor({K, M}, ++seed));  // op(A) = A^T, no copy
+      Tensor bt = transpose(jltest::random_tensor({N, K}, ++seed));
+      jltest::expect_near_vec(jltest::to_vec(matmul(at, bt)),
+                              jltest::naive_matmul(jltest::to_vec(at), jltest::to_vec(bt), M, K, N), 1e-12, 1e-12);
+    }
+    Tensor a = jltest::random_tensor({5, 64, 48}, 1), b = jltest::random_tensor({5, 48, 80}, 2);
+    std::vector<double> av = jltest::to_vec(a), bv = jltest::to_vec(b), got = jltest::to_vec(matmul(a, b));
+    for (int64_t i = 0; i < 5; ++i) {
+      std::vector<double> ai(av.begin() + i * 64 * 48, av.begin() + (i + 1) * 64 * 48);
+      std::vector<double> bi(bv.begin() + i * 48 * 80, bv.begin() + (i + 1) * 48 * 80);
+      std::vector<double> gi(got.begin() + i * 64 * 80, got.begin() + (i + 1) * 64 * 80);
+      jltest::expect_near_vec(gi, jltest::naive_matmul(ai, bi, 64, 48, 80), 1e-12, 1e-12);
+    }
+  }
+}
+
+TEST(Parallel, ConcurrentCallersSplitMatmulsCorrectly) {
+  ThreadCount tc(2);
+  Tensor a = jltest::random_tensor({200, 150}, 3), b = jltest::random_tensor({150, 170}, 4);
+  const auto want = jltest::naive_matmul(jltest::to_vec(a), jltest::to_vec(b), 200, 150, 170);
+  std::atomic<bool> ok{true};
+  auto caller = [&] {
+    for (int rep = 0; rep < 30; ++rep) {
+      const auto got = jltest::to_vec(matmul(a, b));
+      for (size_t i = 0; i < got.size(); ++i) ok = ok && std::abs(got[i] - want[i]) <= 1e-12 * (1 + std::abs(want[i]));
+    }
+  };
+  std::thread t1(caller), t2(caller);
+  t1.join();
+  t2.join();
+  EXPECT_TRUE(ok.load());
 }
 
 }  // namespace

@@ -4,20 +4,14 @@ A C++ autograd engine (reverse mode, forward mode, nested to second order) with 
 API. Arrays go in as NumPy arrays or ``jl.Tensor`` and come out as ``jl.Tensor``, which
 ``np.asarray`` views without copying.
 """
-import os as _os
-
-# OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after every GEMM by default, holding a
-# core that the elementwise loops between two GEMMs need (jaclab.set_num_threads). 2^18 cycles
-# (~0.1 ms) keeps them awake across the short gaps between the GEMMs of one block (waking a
-# sleeping thread costs tens of µs on a VM) but lets them sleep through longer elementwise work.
-# OpenBLAS reads this when it loads (the next import): a value the user set wins.
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
 
 # Load the BLAS shared library first: the extension finds it through this import when it is
 # not in its installed place (editable installs).
-import scipy_openblas32  # noqa: F401,E402
+import scipy_openblas32  # noqa: F401
 
 from . import _core  # noqa: E402
+
+_core.pool_num_threads()  # sizes jaclab's pool from OpenBLAS's count and sets OpenBLAS to one thread
 from ._core import (  # noqa: F401,E402
     Tensor,
     UnbatchableError,
@@ -143,17 +137,17 @@ if cuda_compiled():
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` CPU threads: for GEMMs (OpenBLAS's pool) and for the elementwise loops (jaclab's
-    pool). The default is OpenBLAS's (``OPENBLAS_NUM_THREADS``, else every core)."""
+    """Use ``n`` CPU threads for GEMMs and elementwise loops (jaclab's own pool; OpenBLAS itself
+    runs on one thread and jaclab splits each large GEMM into single-threaded calls). The default
+    is the count OpenBLAS picks when it loads (``OPENBLAS_NUM_THREADS``, else every core)."""
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: need n >= 1, got {n}")
-    _core.set_blas_num_threads(n)
     _core.set_pool_num_threads(n)
 
 
 def num_threads() -> int:
-    """CPU threads used by the elementwise loops (GEMMs: ``info()["blas_threads"]``)."""
+    """CPU threads used by jaclab's GEMMs and elementwise loops."""
     return _core.pool_num_threads()
 
 

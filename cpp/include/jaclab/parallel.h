@@ -1,21 +1,33 @@
-// A small fork-join pool for the CPU's elementwise loops (GEMMs have OpenBLAS's own threads).
+// A small fork-join pool for the CPU's loops: elementwise maps, and the GEMMs, which it splits
+// into single-threaded BLAS calls (OpenBLAS itself runs on one thread: see below).
 //
 // for_range(n, grain, fn) calls fn(begin, end) on disjoint chunks covering [0, n), on the calling
 // thread and the pool's workers. Chunks are claimed one at a time from a shared counter, so a
 // worker that is slow to wake (its core busy) costs nothing: the caller takes the remaining
-// chunks itself. Workers sleep on a condition variable between jobs and never spin, so they do
-// not compete with OpenBLAS's threads for the cores. Runs serially when n < 2 * grain, with one
-// thread, from inside a worker, or while another thread's job holds the pool. Chunks are whole
-// multiples of 64 items, so vectorised loops split this way give the same bits as one pass.
+// chunks itself. Workers spin for ~0.1 ms after a job (the next op's job usually comes within
+// microseconds, and waking a sleeping thread costs 20-90 us on a VM), then sleep on a condition
+// variable. Runs serially when n < 2 * grain, with one thread, from inside a worker, or while
+// another thread's job holds the pool. Chunks are whole multiples of `align` items (default 64),
+// so vectorised loops split this way give the same bits as one pass.
+//
+// Why GEMMs are split here rather than by OpenBLAS's own threads: on the 2-vCPU VMs this project
+// is measured on, OpenBLAS's threaded GEMM runs at ~77 GFLOP/s float64 (256x512x512) in some
+// periods and ~101 in others, while the same product split in two halves, one single-threaded
+// OpenBLAS call per thread, runs at 98-102 in both (XLA's GEMM, measured alongside, also keeps
+// ~102). OpenBLAS's threads synchronise several times per GEMM (shared packed panels); two
+// independent halves synchronise once. One pool for GEMMs and elementwise loops also means one
+// set of warm threads instead of two competing for the same cores.
 #pragma once
 #include <cstdint>
 #include <functional>
 
 namespace jaclab::parallel {
 
-void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn, int64_t align = 64);
 
-// Threads used by for_range, the caller included (default: the BLAS's thread count).
+// Threads used by for_range, the caller included. The default is the count OpenBLAS chose when it
+// loaded (OPENBLAS_NUM_THREADS, else every core); the first call also sets OpenBLAS itself to one
+// thread, since its GEMMs are split here.
 int num_threads();
 void set_num_threads(int n);
 
