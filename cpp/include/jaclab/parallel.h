@@ -31,9 +31,15 @@ void for_range(int64_t n, int64_t grain, const std::function<void(int64_t, int64
 int num_threads();
 void set_num_threads(int n);
 
-// Grains (elements per chunk, at least): the point where splitting pays for the wake-up.
-constexpr int64_t kGrainCheap = 262144;     // one multiply-add per element
-constexpr int64_t kGrainTranscend = 32768;  // tanh, exp, erf, ... (float64: a 256x256 tanh is split)
+// Grains (elements per chunk, at least): the point where splitting pays for the hand-off to a
+// spinning worker (a few us). Measured on 2 cores, one thread vs two, medians in one process:
+//   float64 tanh  32K 80 -> 41 us, 131K 260 -> 156, 524K 1012 -> 529
+//   float32 tanh  65K 27 -> 15 us, 131K 55 -> 28
+//   float64 mul  131K 38 -> 35 us (memory-bound: little to gain), 524K 155 -> 77
+//   float32 mul  262K 38 -> 21 us
+// (With workers that slept between jobs, a wake-up cost 60-90 us and the grains were 4-6x larger.)
+constexpr int64_t kGrainCheap = 65536;      // one multiply-add per element
+constexpr int64_t kGrainTranscend = 16384;  // tanh, exp, erf, ... (float64: split from 32K elements)
 
 // The grains above count 8-byte elements. For the cheap, memory-bound loops a float32 element
 // takes about half the time (half the bytes), so its chunks hold twice as many.
@@ -42,14 +48,12 @@ constexpr int64_t grain_for(int64_t grain) {
   return grain * static_cast<int64_t>(sizeof(double) / sizeof(T));
 }
 
-// Transcendental maps (tanh, exp, erf, ... through libmvec) differ more: a float32 element costs
-// ~4.5x less than a float64 one (tanh here: 0.42 vs 1.9 ns; 16 lanes and a shorter polynomial),
-// while waking a worker costs the same 60-90 us. A float32 tanh, one thread vs split in two:
-// 131K elements 55-71 vs 56-118 us, 262K 109-123 vs 117-134 us, 393K 165-188 vs 120-141 us.
-// So float32 chunks hold 6x as many: split from 393K elements.
+// Transcendental maps (tanh, exp, erf, ... through libmvec): a float32 element costs ~4.5x less
+// than a float64 one (tanh here: 0.42 vs 1.9 ns; 16 lanes and a shorter polynomial), so float32
+// chunks hold twice as many: split from 64K elements.
 template <class T>
 constexpr int64_t transcend_grain() {
-  return kGrainTranscend * (sizeof(T) == sizeof(float) ? 6 : 1);
+  return kGrainTranscend * (sizeof(T) == sizeof(float) ? 2 : 1);
 }
 
 }  // namespace jaclab::parallel
