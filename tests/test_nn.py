@@ -441,6 +441,43 @@ def test_fused_attention_causal_differs_from_full():
     assert np.max(np.abs(a - b)) > 1e-3
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("layout", ["heads_inside_rows", "broadcast_k_over_heads", "transposed_rows"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_attention_reads_strided_views_in_place(causal, layout, dtype):
+    """The CPU kernels read (B, H, T, dh) views without copying them (multi-head attention's head
+    split of (B, T, H, dh) memory; a key shared by all heads, stride 0) and write results in the
+    inputs' layout. Value, JVP and VJP equal the same attention on contiguous copies, bit for bit,
+    and the composition to rounding."""
+    rng = np.random.default_rng([3, int(causal), len(layout)])
+    B, H, T, dh = 2, 3, 5, 4
+    if layout == "heads_inside_rows":  # what multi-head attention's split makes
+        views = [jl.transpose(jl.array(rng.standard_normal((B, T, H, dh)).astype(dtype)), (0, 2, 1, 3))
+                 for _ in range(3)]
+    elif layout == "broadcast_k_over_heads":
+        q, v = (jl.array(rng.standard_normal((B, H, T, dh)).astype(dtype)) for _ in range(2))
+        k = jl.broadcast_to(jl.array(rng.standard_normal((B, 1, T, dh)).astype(dtype)), (B, H, T, dh))
+        views = [q, k, v]
+    else:  # rows not contiguous in the last dim: the kernel takes a copy
+        views = [jl.transpose(jl.array(rng.standard_normal((B, H, dh, T)).astype(dtype)), (0, 1, 3, 2))
+                 for _ in range(3)]
+    copies = [jl.array(np.ascontiguousarray(np.asarray(t))) for t in views]
+    tangents = [jl.array(rng.standard_normal((B, H, T, dh)).astype(dtype)) for _ in range(3)]
+    g = rng.standard_normal((B, H, T, dh)).astype(dtype)
+
+    def run(args):
+        out, tan = jl.jvp(lambda q, k, v: jl.attention(q, k, v, causal), tuple(args), tuple(tangents))
+        _, pull = jl.vjp(lambda q, k, v: jl.attention(q, k, v, causal), *args)
+        return [npf(out), npf(tan)] + [npf(c) for c in pull(jl.array(g))]
+
+    got, want = run(views), run(copies)
+    for a, b in zip(got, want):
+        assert np.array_equal(a, b)
+    ref = npf(jl._core.attention_composite(*copies, causal))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(got[0], ref, rtol=tol, atol=tol)
+
+
 # ---- 3. derivatives of every block -----------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "jaclab/backend.h"
 #include "jaclab/blas.h"
@@ -38,34 +39,101 @@ Array linear(const Array& x_in, const Array& W_in, const Array& b_in) {
 // A (B, H, T, dh) attention is B*H independent slices. They are processed in groups whose
 // scores and probabilities fit one buffer of about 1M elements (all of them for short sequences,
 // one at a time for long ones), so the (B, H, T, S) intermediates of the composition never exist
-// at once; within a group each product is one batched BLAS call (small per-slice GEMMs side by
-// side) and the softmax rows are split over threads.
+// at once; within a group the small per-slice GEMMs run side by side and the softmax rows are
+// split over threads.
+//
+// Operands are read and results written in place in the layout they come in: multi-head
+// attention's head split gives (B, H, T, dh) views of (B, T, H, dh) memory (a permutation), and
+// copying q, k, v (and, in the VJP, g) to contiguous arrays, then the results back, was ~2% of a
+// transformer block's gradient. Slice i = (b, h) of such an operand starts at b * stride_b +
+// h * stride_h, its rows `ld` apart; results are allocated in the inputs' layout, so the head
+// merge after them is a free reshape.
 namespace {
 struct AttnDims {
   int64_t T, S, dh, dv, slices;
-  int64_t sq, sk, sv, so, sp;  // elements per slice of q, k, v, the output and P (T x S)
+  int64_t sp;  // elements per slice of P (T x S)
 };
 AttnDims attn_dims(const Array& q, const Array& k, const Array& v) {
   const int n = q.ndim();
-  AttnDims d{q.shape()[n - 2], k.shape()[n - 2], q.shape()[n - 1], v.shape()[n - 1], 0, 0, 0, 0, 0, 0};
+  AttnDims d{q.shape()[n - 2], k.shape()[n - 2], q.shape()[n - 1], v.shape()[n - 1], 0, 0};
   d.slices = (d.T != 0 && d.dh != 0) ? q.numel() / (d.T * d.dh) : 0;
-  d.sq = d.T * d.dh, d.sk = d.S * d.dh, d.sv = d.S * d.dv, d.so = d.T * d.dv, d.sp = d.T * d.S;
+  d.sp = d.T * d.S;
   return d;
+}
+
+// Where slice i of a (..., rows, cols) operand starts (elements from its data pointer) and its
+// row stride; `inner` is the size of the dim before the rows (heads), 1 for rank < 4.
+struct SliceLayout {
+  int64_t inner = 1, stride_outer = 0, stride_inner = 0, ld = 0;
+  int64_t offset(int64_t i) const { return (i / inner) * stride_outer + (i % inner) * stride_inner; }
+};
+
+// The operand as the kernels read it: `in` itself when its rows are contiguous (last stride 1)
+// and its slices are addressable as above, else a contiguous copy (kept alive in `keep`).
+const Array& sliced(const Array& in, Array& keep, SliceLayout& L) {
+  const int n = in.ndim();
+  const Shape& st = in.strides();
+  const Shape& sh = in.shape();
+  const bool ok = n >= 2 && n <= 4 && (st[n - 1] == 1 || sh[n - 1] == 1) && st[n - 2] >= sh[n - 1] &&
+                  std::all_of(st.begin(), st.end(), [](int64_t x) { return x >= 0; });
+  const Array& a = ok ? in : (keep = in.contiguous());
+  const Shape& s = a.strides();
+  L = SliceLayout{};
+  L.ld = s[n - 2];
+  if (n == 4) L.inner = a.shape()[1], L.stride_outer = s[0], L.stride_inner = s[1];
+  else if (n == 3) L.stride_outer = s[0];
+  return a;
+}
+
+// A fresh (..., rows, cols) array laid out like `like` (the same order of its leading dims in
+// memory, e.g. (B, T, H, dh) seen as (B, H, T, dh)), with `cols` columns.
+Array empty_like_layout(const Array& like, int64_t cols) {
+  Shape shape = like.shape();
+  shape.back() = cols;
+  if (like.ndim() != 4 || like.is_contiguous() || !(like.strides()[2] > like.strides()[1]) ||
+      !(like.strides()[0] >= like.strides()[2]))
+    return Array::empty(shape, like.dtype());
+  // Heads inside rows: allocate (B, T, H, cols) and view it as (B, H, T, cols).
+  return Array::empty({shape[0], shape[2], shape[1], cols}, like.dtype()).permute_view({0, 2, 1, 3});
 }
 
 int64_t group_slices(const AttnDims& d) {
   return std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(1, d.T * d.S), 1, std::max<int64_t>(1, d.slices));
 }
 
-// C_i = alpha op(A_i) op(B_i) + beta C_i for the `n` slices of a group, A_i = A + i * sa, etc.
+// Slices first, first+1, ... of an operand.
 template <class T>
-void slice_gemms(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-                 int64_t lda, int64_t sa, const T* B, int64_t ldb, int64_t sb, T beta, T* C, int64_t ldc, int64_t sc,
-                 int64_t n) {
-  if (detail::batch_pays(n, M, N, K))
-    return detail::gemm_batch_strided<T>(ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, n);
-  for (int64_t i = 0; i < n; ++i) gemm<T>(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+struct Slices {
+  T* base;
+  SliceLayout L;
+  int64_t first;
+  T* at(int64_t i) const { return base + L.offset(first + i); }
+};
+// A group buffer: n slices of rows x cols, one after another.
+template <class T>
+Slices<T> buffer_slices(T* base, int64_t rows, int64_t cols) {
+  SliceLayout L;
+  L.stride_outer = rows * cols, L.ld = cols;
+  return {base, L, 0};
 }
+
+// C_i = alpha op(A_i) op(B_i) + beta C_i for the `n` slices of a group: side by side, one slice
+// per thread, when they are small (2-3x faster for attention-sized slices than splitting each
+// over all threads), else one after another, each split.
+template <class T>
+void slice_gemms(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, Slices<const T> A,
+                 Slices<const T> B, T beta, Slices<T> C, int64_t n) {
+  auto one = [&](int64_t i) {
+    gemm<T>(ta, tb, M, N, K, alpha, A.at(i), A.L.ld, B.at(i), B.L.ld, beta, C.at(i), C.L.ld);
+  };
+  if (detail::batch_pays(n, M, N, K))
+    return parallel::for_range(n, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) one(i);  // inside a worker gemm runs unsplit
+    }, 1);
+  for (int64_t i = 0; i < n; ++i) one(i);
+}
+template <class T>
+Slices<const T> as_const(const Slices<T>& x) { return {x.base, x.L, x.first}; }
 
 // Rows r of n slices' (T, S) blocks, split over threads (row r is query t = r % T of its slice).
 template <class F>
@@ -79,9 +147,9 @@ void for_rows(const AttnDims& d, int64_t n, F&& row_fn) {
 // P (n x T x S) = softmax(q k^T * scale [+ causal mask]) of n consecutive slices; masked entries are
 // 0, and so is a row that sees no key.
 template <class T>
-void attention_probs(const T* qs, const T* ks, const AttnDims& d, int64_t n, bool causal, T scale, T* P) {
-  slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, scale, qs, d.dh, d.T * d.dh, ks, d.dh, d.S * d.dh, T(0), P,
-                 d.S, d.T * d.S, n);  // scores
+void attention_probs(Slices<const T> qs, Slices<const T> ks, const AttnDims& d, int64_t n, bool causal, T scale, T* P) {
+  slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, scale, qs, ks, T(0), buffer_slices(P, d.T, d.S),
+                 n);  // scores
   for_rows(d, n, [&](int64_t r, int64_t t) {
     T* row = P + r * d.S;
     const int64_t visible = causal ? std::clamp<int64_t>(t + (d.S - d.T) + 1, 0, d.S) : d.S;  // keys s <= t (+ offset)
@@ -110,17 +178,39 @@ void softmax_jvp_rows(const T* P, T* X, const AttnDims& d, int64_t n, T alpha) {
   });
 }
 
+// q, k, v (and the tangents or the cotangent) as the kernels read them: the array itself, or
+// its contiguous copy (see sliced()). Copyable: `src` is the caller's array, `keep` a handle.
+struct AttnOperand {
+  const Array* src = nullptr;
+  Array keep;
+  SliceLayout L;
+  AttnOperand() = default;
+  explicit AttnOperand(const Array& in) : src(&in) { sliced(in, keep, L); }
+  const Array& arr() const { return keep.defined() ? keep : *src; }
+  template <class T>
+  Slices<const T> slices(int64_t first) const { return Slices<const T>{arr().data<T>(), L, first}; }
+};
+// Slices of a result array (allocated by empty_like_layout, which sliced() always takes as is).
+template <class T>
+Slices<T> out_slices(const Array& out, int64_t first) {
+  SliceLayout L;
+  Array copy;
+  sliced(out, copy, L);
+  if (copy.defined()) throw std::logic_error("attention: a result array in a layout the kernel cannot write");
+  return Slices<T>{out.data<T>(), L, first};
+}
+
 // The loop all three kernels share: body(s, n, P) for each group of n slices starting at slice
 // s, with P (n x T x S) that group's probabilities, in one group-sized scratch buffer (from the
-// block cache: no page faults). Slice i of an operand starts at i * d.sq (q), d.sk (k), etc.
+// block cache: no page faults).
 template <class T, class F>
-void for_slice_groups(const Array& q, const Array& k, const AttnDims& d, bool causal, F&& body) {
+void for_slice_groups(const AttnOperand& q, const AttnOperand& k, const AttnDims& d, bool causal, F&& body) {
   const int64_t G = group_slices(d);
-  Array P_buf = Array::empty({G * d.sp}, q.dtype());
+  Array P_buf = Array::empty({G * d.sp}, q.arr().dtype());
   T* P = P_buf.data<T>();
   for (int64_t s = 0; s < d.slices; s += G) {
     const int64_t n = std::min(G, d.slices - s);
-    attention_probs<T>(q.data<T>() + s * d.sq, k.data<T>() + s * d.sk, d, n, causal, T(1) / std::sqrt(T(d.dh)), P);
+    attention_probs<T>(q.slices<T>(s), k.slices<T>(s), d, n, causal, T(1) / std::sqrt(T(d.dh)), P);
     body(s, n, P);
   }
 }
@@ -128,16 +218,14 @@ void for_slice_groups(const Array& q, const Array& k, const AttnDims& d, bool ca
 
 Array attention(const Array& q_in, const Array& k_in, const Array& v_in, bool causal) {
   if (DeviceBackend* be = backend_for("attention", {&q_in, &k_in, &v_in})) return be->attention(q_in, k_in, v_in, causal);
-  Array q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const AttnDims d = attn_dims(q, k, v);
-  Shape out_shape = q.shape();
-  out_shape.back() = d.dv;
-  Array out = Array::empty(out_shape, q.dtype());
-  dispatch_float(q.dtype(), [&](auto z) {
+  AttnOperand q(q_in), k(k_in), v(v_in);
+  const AttnDims d = attn_dims(q_in, k_in, v_in);
+  Array out = empty_like_layout(q_in, d.dv);
+  dispatch_float(q_in.dtype(), [&](auto z) {
     using T = decltype(z);
     for_slice_groups<T>(q, k, d, causal, [&](int64_t s, int64_t n, const T* P) {
-      slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, d.sp, v.data<T>() + s * d.sv, d.dv,
-                     d.sv, T(0), out.data<T>() + s * d.so, d.dv, d.so, n);  // P v
+      slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), buffer_slices(P, d.T, d.S), v.slices<T>(s), T(0),
+                     out_slices<T>(out, s), n);  // P v
     });
   });
   return out;
@@ -276,42 +364,40 @@ bool attention_jvp(const Array& q_in, const Array& k_in, const Array& v_in, cons
     return be->attention_jvp(q_in, k_in, v_in, dq, dk, dv, causal, o, o_dot);
   if ((dq && dq->shape() != q_in.shape()) || (dk && dk->shape() != k_in.shape()) || (dv && dv->shape() != v_in.shape()))
     return false;  // tangents shared across rows (broadcast): the composite rule
-  Array q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  Array tq = dq ? dq->contiguous() : Array(), tk = dk ? dk->contiguous() : Array(), tv = dv ? dv->contiguous() : Array();
-  const AttnDims d = attn_dims(q, k, v);
-  Shape out_shape = q.shape();
-  out_shape.back() = d.dv;
-  o = Array::empty(out_shape, q.dtype());
-  o_dot = Array::empty(out_shape, q.dtype());
-  dispatch_float(q.dtype(), [&](auto z) {
+  AttnOperand q(q_in), k(k_in), v(v_in);
+  AttnOperand tq = dq ? AttnOperand(*dq) : AttnOperand(), tk = dk ? AttnOperand(*dk) : AttnOperand();
+  AttnOperand tv = dv ? AttnOperand(*dv) : AttnOperand();
+  const AttnDims d = attn_dims(q_in, k_in, v_in);
+  o = empty_like_layout(q_in, d.dv);
+  o_dot = empty_like_layout(q_in, d.dv);
+  dispatch_float(q_in.dtype(), [&](auto z) {
     using T = decltype(z);
     const T scale = T(1) / std::sqrt(T(d.dh));
-    const int64_t sq = d.sq, sk = d.sk, sv = d.sv, so = d.so, sp = d.sp;
-    Array dS_buf = Array::empty({group_slices(d) * sp}, q.dtype());
+    Array dS_buf = Array::empty({group_slices(d) * d.sp}, q_in.dtype());
     T* dS = dS_buf.data<T>();
     for_slice_groups<T>(q, k, d, causal, [&](int64_t s, int64_t n, const T* P) {
-      const T *qs = q.data<T>() + s * sq, *ks = k.data<T>() + s * sk, *vs = v.data<T>() + s * sv;
-      T *os = o.data<T>() + s * so, *ts = o_dot.data<T>() + s * so;
-      slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, sp, vs, d.dv, sv, T(0), os, d.dv,
-                     so, n);  // o = P v
+      const auto Ps = buffer_slices(P, d.T, d.S);
+      const auto dSs = buffer_slices(dS, d.T, d.S);
+      const auto ts = out_slices<T>(o_dot, s);
+      slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), Ps, v.slices<T>(s), T(0), out_slices<T>(o, s),
+                     n);  // o = P v
       T beta = T(0);
       if (dq || dk) {
         if (dq)
-          slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, T(1), tq.data<T>() + s * sq, d.dh, sq, ks, d.dh, sk,
-                         T(0), dS, d.S, sp, n);
+          slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, T(1), tq.slices<T>(s), k.slices<T>(s), T(0), dSs, n);
         if (dk)
-          slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, T(1), qs, d.dh, sq, tk.data<T>() + s * sk, d.dh, sk,
-                         dq ? T(1) : T(0), dS, d.S, sp, n);
+          slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dh, T(1), q.slices<T>(s), tk.slices<T>(s),
+                         dq ? T(1) : T(0), dSs, n);
         softmax_jvp_rows<T>(P, dS, d, n, scale);  // masked entries: P = 0 there
-        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), dS, d.S, sp, vs, d.dv, sv, T(0), ts,
-                       d.dv, so, n);
+        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), as_const(dSs), v.slices<T>(s), T(0), ts, n);
         beta = T(1);
       }
-      if (dv)
-        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), P, d.S, sp, tv.data<T>() + s * sv,
-                       d.dv, sv, beta, ts, d.dv, so, n);
-      else if (beta == T(0))
-        std::fill(ts, ts + n * so, T(0));
+      if (dv) {
+        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dv, d.S, T(1), Ps, tv.slices<T>(s), beta, ts, n);
+      } else if (beta == T(0)) {
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t t = 0; t < d.T; ++t) std::fill(ts.at(i) + t * ts.L.ld, ts.at(i) + t * ts.L.ld + d.dv, T(0));
+      }
     });
   });
   return true;
@@ -321,37 +407,34 @@ bool attention_vjp(const Array& q_in, const Array& k_in, const Array& v_in, cons
                    bool causal, Array* gq, Array* gk, Array* gv) {
   if (DeviceBackend* be = backend_for("attention", {&q_in, &k_in, &v_in, &o, &g_in}))
     return be->attention_vjp(q_in, k_in, v_in, o, g_in, causal, gq, gk, gv);
-  Array q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const AttnDims d = attn_dims(q, k, v);
-  Shape out_shape = q.shape();
+  const AttnDims d = attn_dims(q_in, k_in, v_in);
+  Shape out_shape = q_in.shape();
   out_shape.back() = d.dv;
   if (g_in.shape() != out_shape) return false;
-  Array g = g_in.contiguous();
-  if (gq) *gq = Array::empty(q.shape(), q.dtype());
-  if (gk) *gk = Array::empty(k.shape(), q.dtype());
-  if (gv) *gv = Array::empty(v.shape(), q.dtype());
-  dispatch_float(q.dtype(), [&](auto z) {
+  AttnOperand q(q_in), k(k_in), v(v_in), g(g_in);
+  if (gq) *gq = empty_like_layout(q_in, d.dh);
+  if (gk) *gk = empty_like_layout(k_in, d.dh);
+  if (gv) *gv = empty_like_layout(v_in, d.dv);
+  dispatch_float(q_in.dtype(), [&](auto z) {
     using T = decltype(z);
     const T scale = T(1) / std::sqrt(T(d.dh));
-    const int64_t sq = d.sq, sk = d.sk, sv = d.sv, so = d.so, sp = d.sp;
-    Array gS_buf = Array::empty({group_slices(d) * sp}, q.dtype());
+    Array gS_buf = Array::empty({group_slices(d) * d.sp}, q_in.dtype());
     T* gS = gS_buf.data<T>();
     for_slice_groups<T>(q, k, d, causal, [&](int64_t s, int64_t n, const T* P) {
-      const T *qs = q.data<T>() + s * sq, *ks = k.data<T>() + s * sk, *vs = v.data<T>() + s * sv;
-      const T* gs = g.data<T>() + s * so;
+      const auto gSs = buffer_slices(gS, d.T, d.S);
       if (gv)
-        slice_gemms<T>(CblasTrans, CblasNoTrans, d.S, d.dv, d.T, T(1), P, d.S, sp, gs, d.dv, so, T(0),
-                       gv->data<T>() + s * sv, d.dv, sv, n);  // P^T g
+        slice_gemms<T>(CblasTrans, CblasNoTrans, d.S, d.dv, d.T, T(1), buffer_slices(P, d.T, d.S), g.slices<T>(s), T(0),
+                       out_slices<T>(*gv, s), n);  // P^T g
       if (!gq && !gk) return;
-      slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dv, T(1), gs, d.dv, so, vs, d.dv, sv, T(0), gS, d.S,
-                     sp, n);  // g v^T
+      slice_gemms<T>(CblasNoTrans, CblasTrans, d.T, d.S, d.dv, T(1), g.slices<T>(s), v.slices<T>(s), T(0), gSs,
+                     n);  // g v^T
       softmax_jvp_rows<T>(P, gS, d, n, scale);
       if (gq)
-        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dh, d.S, T(1), gS, d.S, sp, ks, d.dh, sk, T(0),
-                       gq->data<T>() + s * sq, d.dh, sq, n);
+        slice_gemms<T>(CblasNoTrans, CblasNoTrans, d.T, d.dh, d.S, T(1), as_const(gSs), k.slices<T>(s), T(0),
+                       out_slices<T>(*gq, s), n);
       if (gk)
-        slice_gemms<T>(CblasTrans, CblasNoTrans, d.S, d.dh, d.T, T(1), gS, d.S, sp, qs, d.dh, sq, T(0),
-                       gk->data<T>() + s * sk, d.dh, sk, n);
+        slice_gemms<T>(CblasTrans, CblasNoTrans, d.S, d.dh, d.T, T(1), as_const(gSs), q.slices<T>(s), T(0),
+                       out_slices<T>(*gk, s), n);
     });
   });
   return true;
