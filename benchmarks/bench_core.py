@@ -100,7 +100,8 @@ def machine_report() -> str:
         ("cores", f"{os.cpu_count()} logical, {aff} usable"),
         ("load avg (1/5/15 min)", " / ".join(f"{x:.2f}" for x in os.getloadavg())),
         ("python", f"{platform.python_version()} ({platform.machine()}, {platform.system()})"),
-        ("jaclab", f"{info['version']}; BLAS {info['blas']}; blas_threads={info['blas_threads']}"),
+        ("jaclab", f"{info['version']}; BLAS {info['blas']} on {info['blas_threads']} thread(s); "
+                   f"pool threads={info['threads']} (GEMMs split by jaclab's pool)"),
         ("numpy", f"{np.__version__}; BLAS {numpy_blas()}"),
         ("jax", f"{jax.__version__} (jaxlib {jax.lib.__version__ if hasattr(jax.lib, '__version__') else '?'}), "
                 f"devices {[str(d) for d in jax.devices()]}, x64={jax.config.jax_enable_x64}, threads: XLA default"

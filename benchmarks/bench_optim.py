@@ -152,7 +152,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     steps, repeats = (2000, 3) if args.quick else (20000, 7)
-    print(f"jaclab {jl.__version__}; BLAS {jl.info()['blas']} ({jl.info()['blas_threads']} threads); "
+    print(f"jaclab {jl.__version__}; BLAS {jl.info()['blas']} ({jl.info()['blas_threads']} thread; "
+          f"{jl.num_threads()} pool threads split the GEMMs); "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print("tiny MLP 16-16-16-16-10 tanh, cross-entropy, batch 1, float64, SGD\n")
     print("| what | time | target | noise (IQR/median) |")
