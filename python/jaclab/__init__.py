@@ -5,9 +5,19 @@ API. Arrays go in as NumPy arrays or ``jl.Tensor`` and come out as ``jl.Tensor``
 ``np.asarray`` views without copying.
 """
 
+import os as _os
+
+# OpenBLAS's idle threads spin for 2^28 cycles (~0.1 s) after each of their jobs by default. jaclab
+# runs its own OpenBLAS on one thread (its pool splits the GEMMs), but other OpenBLAS copies in the
+# process (NumPy's) keep their threads: spinning ones take the core jaclab's pool needs (an HVP of
+# the W1 MLP once took 2-3x as long after a NumPy BLAS call). 2^18 cycles (~0.1 ms) lets them sleep
+# soon. OpenBLAS reads this when it loads, so it reaches the copies loaded after `import jaclab`;
+# a value the user set wins.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "18")
+
 # Load the BLAS shared library first: the extension finds it through this import when it is
 # not in its installed place (editable installs).
-import scipy_openblas32  # noqa: F401
+import scipy_openblas32  # noqa: F401,E402
 
 from . import _core  # noqa: E402
 
