@@ -57,17 +57,25 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t 
   }
 }
 
-// `count` GEMMs C_i = alpha op(A_i) op(B_i) + beta C_i with A_i = A + i * stride_a (likewise B, C):
-// the small ones side by side, one thread each (2-3x faster for attention-sized slices than
-// splitting each small GEMM over all threads); large ones one after another, each split.
+// one(i) for i in [0, n), the items side by side: one item per thread at a time. A GEMM called
+// from inside the pool runs unsplit.
+template <class F>
+void side_by_side(int64_t n, F&& one) {
+  parallel::for_range(n, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) one(i);
+  }, 1);
+}
+
+// `count` GEMMs C_i = alpha op(A_i) op(B_i) + beta C_i with A_i = A + i * stride_a (likewise B, C),
+// side by side, one thread each (2-3x faster for attention-sized slices than splitting each
+// small GEMM over all threads).
 template <class T>
 void gemm_batch_strided(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha,
                         const T* A, int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta,
                         T* C, int64_t ldc, int64_t stride_c, int64_t count) {
-  parallel::for_range(count, 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i)  // inside a worker (or a busy pool) gemm runs unsplit
-      gemm<T>(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc);
-  }, 1);
+  side_by_side(count, [&](int64_t i) {
+    gemm<T>(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc);
+  });
 }
 
 // One GEMM's operands (row-major C = op(A) op(B) + beta C), for gemm_pair.
@@ -89,12 +97,10 @@ struct GemmCall {
 template <class T>
 void gemm_pair(const GemmCall<T>& x, const GemmCall<T>& y) {
   const GemmCall<T>* calls[2] = {&x, &y};
-  parallel::for_range(2, 1, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      const GemmCall<T>& c = *calls[i];
-      gemm<T>(c.ta, c.tb, c.M, c.N, c.K, T(1), c.A, c.lda, c.B, c.ldb, c.beta, c.C, c.ldc);
-    }
-  }, 1);
+  side_by_side(2, [&](int64_t i) {
+    const GemmCall<T>& c = *calls[i];
+    gemm<T>(c.ta, c.tb, c.M, c.N, c.K, T(1), c.A, c.lda, c.B, c.ldb, c.beta, c.C, c.ldc);
+  });
 }
 
 // Whether `count` GEMMs of M x N x K go faster as one batched call than one after another.

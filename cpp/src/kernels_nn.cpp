@@ -126,10 +126,7 @@ void slice_gemms(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, i
   auto one = [&](int64_t i) {
     gemm<T>(ta, tb, M, N, K, alpha, A.at(i), A.L.ld, B.at(i), B.L.ld, beta, C.at(i), C.L.ld);
   };
-  if (detail::batch_pays(n, M, N, K))
-    return parallel::for_range(n, 1, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) one(i);  // inside a worker gemm runs unsplit
-    }, 1);
+  if (detail::batch_pays(n, M, N, K)) return detail::side_by_side(n, one);
   for (int64_t i = 0; i < n; ++i) one(i);
 }
 template <class T>
