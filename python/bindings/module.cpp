@@ -168,7 +168,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("release_cached_host_memory", &release_cached_host_memory);
   m.def("blas_info", [] { return std::string(blas::name()); });
   m.def("blas_num_threads", [] { return blas::num_threads(); });
-  m.def("set_blas_num_threads", [](int n) { blas::set_num_threads(n); });
   m.def("pool_num_threads", [] { return parallel::num_threads(); });
   m.def("set_pool_num_threads", [](int n) { parallel::set_num_threads(n); });
   m.attr("__version__") = JACLAB_VERSION;
