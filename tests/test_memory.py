@@ -188,7 +188,8 @@ def test_cached_memory_is_reported_and_released():
     released = jl.release_cached_memory()
     assert released >= nbytes and jl.cached_memory() == 0
     np.testing.assert_array_equal(np.asarray(keep), expect)
-    np.testing.assert_array_equal(np.asarray(jl.tanh(keep)), np.tanh(expect))  # allocation still works
+    # allocation still works (to rounding: jaclab's vector tanh need not round like NumPy's)
+    np.testing.assert_allclose(np.asarray(jl.tanh(keep)), np.tanh(expect), rtol=1e-15, atol=0)
 
 
 MiB = 1 << 20
