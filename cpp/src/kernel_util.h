@@ -1,5 +1,6 @@
 // Helpers shared by the CPU kernel files (not part of the public headers).
 #pragma once
+#include <algorithm>
 #include <type_traits>
 
 #include "jaclab/array.h"
@@ -27,34 +28,82 @@ void gemm_serial(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, i
     JL_CBLAS(dgemm)(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+// One GEMM's operands: row-major C = alpha op(A) op(B) + beta C.
+template <class T>
+struct GemmCall {
+  CBLAS_TRANSPOSE ta, tb;
+  int64_t M, N, K;
+  const T* A;
+  int64_t lda;
+  const T* B;
+  int64_t ldb;
+  T beta;
+  T* C;
+  int64_t ldc;
+  T alpha = T(1);
+
+  void run_serial() const { gemm_serial<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc); }
+  // Rows [i0, i1) of C: row i of op(A) is A + i * lda (not transposed) or column i of A.
+  GemmCall rows(int64_t i0, int64_t i1) const {
+    GemmCall c = *this;
+    c.M = i1 - i0;
+    c.A = ta == CblasNoTrans ? A + i0 * lda : A + i0;
+    c.C = C + i0 * ldc;
+    return c;
+  }
+  // Columns [j0, j1) of C: column j of op(B) is B + j (not transposed) or row j of B.
+  GemmCall cols(int64_t j0, int64_t j1) const {
+    GemmCall c = *this;
+    c.N = j1 - j0;
+    c.B = tb == CblasNoTrans ? B + j0 : B + j0 * ldb;
+    c.C = C + j0;
+    return c;
+  }
+};
+
 // Products below this many multiply-adds (M N K) run on one thread: ~5 us of float32 work, where
 // splitting stops paying for the hand-off to a spinning worker (1-2 us).
 constexpr double kGemmSplitMin = double(1 << 18);
 
-// Row-major C = alpha op(A) op(B) + beta C over the pool's threads: C is cut into blocks of rows
-// (or of columns, when it has more columns than rows), each block one single-threaded BLAS call,
-// so each thread packs only its share of the longer operand (measured: rows are the better cut
-// for square products). Every element of C is computed by one call, in the same K order as the
-// unsplit product; the bits are the same from run to run at a given thread count, and at most
-// thread counts, but not at all: OpenBLAS takes other kernel paths for some block sizes (seen
-// in the last few columns of products whose width is not a multiple of 8).
+// Cuts C into one block per pool thread, blocks of rows, or of columns when C has more columns
+// than rows, so each thread packs only its share of the longer operand (measured: rows are the
+// better cut for square products), and calls block(cut) on each thread, where cut(g) is that
+// block of any GemmCall g with C's shape. One block on the calling thread below kGemmSplitMin
+// multiply-adds or with one thread. Every element of C is then computed by one BLAS call, in the
+// same K order as the unsplit product: the bits are the same from run to run at a given thread
+// count, and across counts where every block is whole tiles of the BLAS kernel (not always:
+// OpenBLAS takes other kernel paths for some block sizes, see tests/test_threads.py).
+template <class T, class F>
+void split_c(const GemmCall<T>& c, F&& block) {
+  const int threads = parallel::num_threads();
+  if (threads < 2 || double(c.M) * c.N * c.K < kGemmSplitMin)
+    return block([](const GemmCall<T>& g) { return g; });
+  if (c.N > c.M)
+    parallel::for_range(c.N, std::max<int64_t>(1, c.N / threads), [&](int64_t j0, int64_t j1) {
+      block([j0, j1](const GemmCall<T>& g) { return g.cols(j0, j1); });
+    }, 16);
+  else
+    parallel::for_range(c.M, std::max<int64_t>(1, c.M / threads), [&](int64_t i0, int64_t i1) {
+      block([i0, i1](const GemmCall<T>& g) { return g.rows(i0, i1); });
+    }, 16);
+}
+
+// Row-major C = alpha op(A) op(B) + beta C over the pool's threads (split_c), each block one
+// single-threaded BLAS call.
 template <class T>
 void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  const int threads = parallel::num_threads();
-  if (threads < 2 || double(M) * N * K < kGemmSplitMin)
-    return gemm_serial<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  if (N > M) {  // column j of op(B): B + j (not transposed) or row j of B
-    parallel::for_range(N, std::max<int64_t>(1, N / threads), [&](int64_t j0, int64_t j1) {
-      gemm_serial<T>(ta, tb, M, j1 - j0, K, alpha, A, lda, tb == CblasNoTrans ? B + j0 : B + j0 * ldb, ldb, beta,
-                     C + j0, ldc);
-    }, 16);
-  } else {  // row i of op(A): A + i * lda (not transposed) or column i of A
-    parallel::for_range(M, std::max<int64_t>(1, M / threads), [&](int64_t i0, int64_t i1) {
-      gemm_serial<T>(ta, tb, i1 - i0, N, K, alpha, ta == CblasNoTrans ? A + i0 * lda : A + i0, lda, B, ldb, beta,
-                     C + i0 * ldc, ldc);
-    }, 16);
-  }
+  const GemmCall<T> c{ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, alpha};
+  split_c(c, [&](auto cut) { cut(c).run_serial(); });
+}
+
+// Each row of block `blk` of C (a split_c block of a C whose first element is c0, ldc apart) set
+// to the row vector v (length: C's columns): a bias as the GEMM's initial C (beta = 1), written
+// by the thread that then accumulates onto it, while the block is in its cache.
+template <class T>
+void fill_rows(const GemmCall<T>& blk, const T* c0, const T* v) {
+  const int64_t col0 = (blk.C - c0) % blk.ldc;
+  for (int64_t i = 0; i < blk.M; ++i) std::copy(v + col0, v + col0 + blk.N, blk.C + i * blk.ldc);
 }
 
 // one(i) for i in [0, n), the items side by side: one item per thread at a time. A GEMM called
@@ -78,19 +127,6 @@ void gemm_batch_strided(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64
   });
 }
 
-// One GEMM's operands (row-major C = op(A) op(B) + beta C), for gemm_pair.
-template <class T>
-struct GemmCall {
-  CBLAS_TRANSPOSE ta, tb;
-  int64_t M, N, K;
-  const T* A;
-  int64_t lda;
-  const T* B;
-  int64_t ldb;
-  T beta;
-  T* C;
-  int64_t ldc;
-};
 
 // Two independent GEMMs side by side, each on one thread, where two GEMMs in turn would each be
 // split over both threads.
@@ -99,7 +135,7 @@ void gemm_pair(const GemmCall<T>& x, const GemmCall<T>& y) {
   const GemmCall<T>* calls[2] = {&x, &y};
   side_by_side(2, [&](int64_t i) {
     const GemmCall<T>& c = *calls[i];
-    gemm<T>(c.ta, c.tb, c.M, c.N, c.K, T(1), c.A, c.lda, c.B, c.ldb, c.beta, c.C, c.ldc);
+    gemm<T>(c.ta, c.tb, c.M, c.N, c.K, c.alpha, c.A, c.lda, c.B, c.ldb, c.beta, c.C, c.ldc);
   });
 }
 

@@ -28,9 +28,14 @@ Array linear(const Array& x_in, const Array& W_in, const Array& b_in) {
     using T = decltype(z);
     T* yp = y.data<T>();
     const T* bp = b.data<T>();
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < N; ++j) yp[r * N + j] = bp[j];
-    if (rows && N && K) gemm<T>(CblasNoTrans, CblasNoTrans, rows, N, K, T(1), x.data<T>(), K, W.data<T>(), N, T(1), yp, N);
+    if (rows == 0 || N == 0) return;
+    // Each thread writes the bias into its block of y, then accumulates its GEMM onto it.
+    const detail::GemmCall<T> call{CblasNoTrans, CblasNoTrans, rows, N, K, x.data<T>(), K, W.data<T>(), N, T(1), yp, N};
+    detail::split_c(call, [&](auto cut) {
+      const detail::GemmCall<T> blk = cut(call);
+      detail::fill_rows(blk, yp, bp);
+      if (K) blk.run_serial();
+    });
   });
   return y;
 }
