@@ -938,3 +938,25 @@ def test_sequential_one_call_path_keeps_checks_and_follows_changes():
     s.layers[2].scale = 0.25
     np.testing.assert_allclose(np.asarray(s.apply(p, x)), np.asarray(s.apply_layers(p, x)[-1]), rtol=0, atol=0)
     assert not np.array_equal(np.asarray(s.apply(p, x)), first)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("x_shape", [(64, 0), (3, 5, 0)])
+def test_linear_and_matmul_with_zero_inner_dim(dtype, x_shape):
+    """K = 0 (no input features): y = b exactly (the output was once left unwritten), and the
+    VJPs fold x's rows without -1 (which cannot infer rows of a zero-size tensor)."""
+    rng = np.random.default_rng(3)
+    N = 300
+    x, W = np.zeros(x_shape, dtype), np.zeros((0, N), dtype)
+    b = rng.standard_normal(N).astype(dtype)
+    g = rng.standard_normal(x_shape[:-1] + (N,)).astype(dtype)
+    out, pull = jl.vjp(jl.linear, x, W, b)
+    np.testing.assert_array_equal(np.asarray(out), np.broadcast_to(b, g.shape))
+    gx, gW, gb = pull(g)
+    assert np.asarray(gx).shape == x_shape and np.asarray(gW).shape == (0, N)
+    np.testing.assert_allclose(np.asarray(gb), g.reshape(-1, N).sum(0), rtol=1e-5 if dtype == np.float32 else 1e-12)
+    out, pull = jl.vjp(lambda x, W: x @ W, x, W)
+    np.testing.assert_array_equal(np.asarray(out), np.zeros(g.shape, dtype))
+    assert [np.asarray(t).shape for t in pull(g)] == [x_shape, (0, N)]
+    (hv,) = jl.hvp(lambda W: jl.sum(jl.square(jl.linear(jl.array(x), W, jl.array(b)))), (W,), (W,))
+    assert np.asarray(hv).shape == (0, N)

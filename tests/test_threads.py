@@ -112,6 +112,30 @@ def test_split_gemms_match_numpy(threads, n, dtype, trans):
         assert np.array_equal(got, again), f"{(M, K, N)} changed between calls at {n} threads"
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_writes_the_bias_block_by_block(threads, n, dtype):
+    """jl.linear's forward: each thread writes the bias into its block of y (rows, or columns when
+    y is wider than tall) and accumulates its GEMM onto it; every layout against NumPy."""
+    jl.set_num_threads(n)
+    rng = np.random.default_rng(n)
+    tol = dict(rtol=1e-13, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    for xs, (K, N) in [((200, 96), (96, 80)),     # split by rows
+                       ((40, 128), (128, 600)),   # wider than tall: split by columns
+                       ((3, 50, 64), (64, 72)),   # leading dims folded into the rows
+                       ((96,), (96, 4000)),       # one row, split by columns
+                       ((7, 5), (5, 3)),          # too small to split
+                       ((64, 0), (0, 300))]:      # K = 0: the bias alone
+        x = rng.standard_normal(xs).astype(dtype)
+        W = rng.standard_normal((K, N)).astype(dtype)
+        b = rng.standard_normal(N).astype(dtype)
+        want = np.matmul(x.astype(np.float64), W.astype(np.float64)) + b
+        got = np.asarray(jl.linear(jl.array(x), jl.array(W), jl.array(b)))
+        assert got.shape == want.shape
+        scale = max(np.abs(want).max(), 1.0)
+        np.testing.assert_allclose(got / scale, want / scale, **tol, err_msg=f"x {xs}, W {(K, N)}")
+
+
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batched_slices_side_by_side_match_numpy(threads, n, dtype):

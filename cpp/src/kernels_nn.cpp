@@ -20,9 +20,9 @@ Array linear(const Array& x_in, const Array& W_in, const Array& b_in) {
   if (backend_for("linear", {&x_in, &W_in, &b_in})) return matmul(x_in, W_in, &b_in);  // the GEMM adds the bias
   Array x = x_in.contiguous(), W = W_in.contiguous(), b = b_in.contiguous();
   const int64_t K = W.shape()[0], N = W.shape()[1];
-  const int64_t rows = K ? x.numel() / K : 0;
   Shape out_shape = x.shape();
   out_shape.back() = N;
+  const int64_t rows = numel_of(out_shape) / std::max<int64_t>(N, 1);  // x's leading dims (K may be 0)
   Array y = Array::empty(out_shape, x.dtype());
   dispatch_float(x.dtype(), [&](auto z) {
     using T = decltype(z);

@@ -45,6 +45,8 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor to(const Tensor& x, Device device);
 Tensor sum_to(const Tensor& x, const Shape& shape);  // adjoint of broadcast_to
 Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1
+// x (..., n) as (rows, n), its leading dims folded into rows; also for n = 0, where -1 cannot infer rows.
+Tensor fold_rows(const Tensor& x);
 Tensor permute(const Tensor& x, const std::vector<int>& perm);
 Tensor transpose(const Tensor& x);  // reverse all axes (NumPy .T)
 Tensor swapaxes(const Tensor& x, int a, int b);

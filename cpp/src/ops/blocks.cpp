@@ -49,20 +49,19 @@ Tensor linear(const Tensor& x, const Tensor& W, const Tensor& b) {
         return t;
       },
       [](const VjpContext& c) {
-        const int64_t K = c.in(1).shape()[0], N = c.in(1).shape()[1];
         Array gx_gW[2];  // first order: g W^T and x^T g side by side (kernels::matmul_pair)
         if (!c.differentiable && !c.batch && c.needs[0] && c.needs[1] && !c.only_tangent(1) && c.in(0).ndim() >= 2 &&
             kernels::matmul_pair(c.g.value(), mT(rule_input(c, 1)).value(),
-                                 mT(reshape(rule_input(c, 0), {-1, K})).value(), reshape(c.g, {-1, N}).value(),
+                                 mT(fold_rows(rule_input(c, 0))).value(), fold_rows(c.g).value(),
                                  gx_gW[0], gx_gW[1]))
           return Grads{Tensor(gx_gW[0]), Tensor(gx_gW[1]), c.needs[2] ? c.g : Tensor()};
         Tensor gx = c.needs[0] ? matmul(c.g, mT(rule_input(c, 1))) : Tensor();
         Tensor gW;
         if (c.needs[1] && c.only_tangent(1) && !c.batch)
-          gW = matmul_tangent_only(mT(reshape(rule_input(c, 0), {-1, K})), reshape(c.g, {-1, N}));
+          gW = matmul_tangent_only(mT(fold_rows(rule_input(c, 0))), fold_rows(c.g));
         if (c.needs[1] && !gW.defined())  // x^T g with the rows folded; with K cotangent directions: per direction
           gW = c.batch ? matmul(mT(rule_input(c, 0)), c.g)
-                       : matmul(mT(reshape(rule_input(c, 0), {-1, K})), reshape(c.g, {-1, N}));
+                       : matmul(mT(fold_rows(rule_input(c, 0))), fold_rows(c.g));
         return Grads{gx, gW, c.needs[2] ? c.g : Tensor()};  // db: summed by the central sum_to
       });
 }

@@ -24,18 +24,16 @@ Grads matmul_vjp(const VjpContext& c, size_t ia, size_t ib) {
   Tensor ga, gb;
   if (!c.differentiable && !c.batch && c.needs[ia] && c.needs[ib] && !c.only_tangent(ib) && B.ndim() == 2) {
     // First order: G B^T and A^T G (A's leading dims folded) side by side (kernels::matmul_pair).
-    const int64_t K = A.shape().back(), N = B.shape().back();
     Array pa, pb;
-    if (kernels::matmul_pair(c.g.value(), mT(B.detach()).value(), mT(reshape(A.detach(), {-1, K})).value(),
-                             reshape(c.g, {-1, N}).value(), pa, pb))
+    if (kernels::matmul_pair(c.g.value(), mT(B.detach()).value(), mT(fold_rows(A.detach())).value(),
+                             fold_rows(c.g).value(), pa, pb))
       return {Tensor(pa), Tensor(pb)};
   }
   if (c.needs[ia]) ga = matmul_nd(c.g, mT(B));
   if (c.needs[ib] && c.only_tangent(ib)) gb = matmul_tangent_only(mT(A), c.g);
   if (c.needs[ib] && !gb.defined()) {
     if (B.ndim() == 2 && A.ndim() > 2 && !c.batch) {
-      const int64_t K = A.shape().back(), N = B.shape().back();
-      gb = matmul_nd(mT(reshape(A, {-1, K})), reshape(c.g, {-1, N}));
+      gb = matmul_nd(mT(fold_rows(A)), fold_rows(c.g));
     } else {
       gb = matmul_nd(mT(A), c.g);
     }

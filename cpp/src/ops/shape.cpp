@@ -95,6 +95,14 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
       });
 }
 
+Tensor fold_rows(const Tensor& x) {
+  if (!x.defined() || x.ndim() == 0) throw_value("fold_rows: expected a tensor of rank >= 1");
+  const Shape& s = x.shape();
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < s.size(); ++i) rows *= s[i];
+  return reshape(x, {rows, s.back()});
+}
+
 Tensor reshape(const Tensor& x, const Shape& shape_in) {
   if (!x.defined()) throw_value("reshape: got an undefined tensor");
   Shape shape = shape_in;
