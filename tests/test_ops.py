@@ -4,6 +4,7 @@ Also random compositions of primitives (chains of 3-5 ops drawn with the rng).""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -506,3 +507,18 @@ def test_tanh_accuracy_and_special_values(dtype):
     want = np.array([0.0, -0.0, 1.0, -1.0, np.nan, 1e-30, -1e-30, 1e-8, 1.0, -1.0], dtype)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(np.signbit(got[:2]), [False, True])
+
+
+def test_means_over_no_elements_are_nan_as_in_numpy():
+    """mean over an empty axis, and the batch means of mse and cross_entropy over an empty batch,
+    are 0 / 0 = NaN as NumPy's mean (they were 0); their gradients stay empty or zero."""
+    x = np.zeros((0, 4))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        np.testing.assert_array_equal(np.asarray(jl.mean(jl.array(x), axis=0)), np.mean(x, axis=0))
+        assert np.isnan(np.mean(x)) and np.isnan(float(jl.mean(jl.array(x))))
+    assert np.isnan(float(jl.mse(jl.array(x), jl.array(x))))
+    assert np.isnan(float(jl.cross_entropy(jl.array(x), jl.array(np.zeros(0, np.int64)))))
+    value, g = jl.value_and_grad(lambda x: jl.mean(x))(x)
+    assert np.isnan(float(value)) and np.asarray(g).shape == (0, 4)
+    np.testing.assert_array_equal(np.asarray(jl.mean(jl.array(np.ones((3, 0))), axis=0)), np.zeros(0))

@@ -461,7 +461,7 @@ double loss_and_grad(Loss kind, const Array& pred, const Array& target, Array& g
     t = target.contiguous().reshape_view({B, C});
   }
   Array ls = kernels::log_softmax(z, 1);
-  const double inv_b = 1.0 / static_cast<double>(std::max<int64_t>(B, 1));
+  const double inv_b = 1.0 / static_cast<double>(B);  // an empty batch: NaN, as cross_entropy()
   Array gt = kernels::affine(t, -inv_b, 0.0);
   Array p = kernels::unary(Unary::Exp, ls);
   Array s = kernels::sum(gt, {1}, true);

@@ -44,7 +44,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
     require_same_dtype(logits, labels, "cross_entropy");
     target = labels;
   }
-  return scale(sum(mul(target, log_softmax(logits, -1))), -1.0 / static_cast<double>(std::max<int64_t>(B, 1)));
+  // The mean over the batch; over an empty batch 0 / 0 = NaN, as mean() gives.
+  return scale(sum(mul(target, log_softmax(logits, -1))), -1.0 / static_cast<double>(B));
 }
 
 Tensor mse(const Tensor& pred, const Tensor& target) {

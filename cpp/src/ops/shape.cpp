@@ -60,7 +60,8 @@ Tensor mean(const Tensor& x, std::vector<int> axes_in, bool keepdims) {
   std::vector<int> axes = normalized_axes(axes_in, x.ndim(), "mean");
   int64_t n = 1;
   for (int a : axes) n *= x.shape()[a];
-  return scale(sum(x, axes, keepdims), 1.0 / static_cast<double>(std::max<int64_t>(n, 1)));
+  // Over no elements the mean is 0 / 0 = NaN, as in NumPy (1 / 0 scales the zero sum to NaN).
+  return scale(sum(x, axes, keepdims), 1.0 / static_cast<double>(n));
 }
 
 Tensor broadcast_to(const Tensor& x, const Shape& shape) {
