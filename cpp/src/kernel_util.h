@@ -127,7 +127,6 @@ void gemm_batch_strided(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64
   });
 }
 
-
 // Two independent GEMMs side by side, each on one thread, where two GEMMs in turn would each be
 // split over both threads.
 template <class T>

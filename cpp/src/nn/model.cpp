@@ -449,6 +449,8 @@ double loss_and_grad(Loss kind, const Array& pred, const Array& target, Array& g
     grad = kernels::affine(d, 2.0 / n, 0.0);
     return sum_all(kernels::unary(Unary::Square, d)) / n;
   }
+  if (pred.ndim() == 0 || pred.shape().back() == 0)
+    throw_value("cross_entropy: logits need a last (class) axis of size >= 1, got shape ", shape_str(pred.shape()));
   const int64_t C = pred.shape().back(), B = pred.numel() / C;
   Array z = pred.contiguous().reshape_view({B, C});
   Array t;
