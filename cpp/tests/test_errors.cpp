@@ -6,6 +6,7 @@
 
 #include "jaclab/errors.h"
 #include "jaclab/kernels.h"
+#include "jaclab/model.h"
 #include "jaclab/ops.h"
 #include "jaclab/transforms.h"
 #include "test_util.h"
@@ -53,6 +54,12 @@ TEST(Errors, Reductions) {
   EXPECT_THROW(jl::sum(f64({2, 3}), {0, -2}), jl::ValueError);  // repeated axis
   EXPECT_THROW(jl::sum(i64({2, 3})), jl::TypeError);
   EXPECT_THROW(jl::sum_to(f64({2, 3}), {4}), jl::ValueError);
+}
+
+TEST(Errors, LossWithoutClasses) {  // was an integer division by zero
+  Array grad;
+  EXPECT_THROW(jl::model::loss_and_grad(jl::model::Loss::CrossEntropy, f64({3, 0}).value(), f64({3, 0}).value(), grad),
+               jl::ValueError);
 }
 
 TEST(Errors, Shapes) {
