@@ -527,3 +527,24 @@ def test_structured_jacobian_one_chunk_when_intermediates_fit(monkeypatch):
     J = analysis._structured_jacobian(model, params, jl.array(x))
     assert chunks == set()  # one pass over all samples: the factors are not sliced
     assert_close(J, analysis.per_sample_jacobian(lambda h: model.apply(params, h), x), what="one chunk")
+
+
+@pytest.mark.parametrize("n", [1, 2, 35, 200])
+def test_tridiagonal_eigh_matches_numpy(n):
+    """The Lanczos matrix's eigenpairs (LAPACK dstev in jaclab's own OpenBLAS) against
+    numpy.linalg.eigh of the dense matrix: values, orthonormal vectors, reconstruction."""
+    from jaclab import _core
+
+    rng = np.random.default_rng(n)
+    d, e = rng.standard_normal(n), rng.standard_normal(n - 1)
+    T = np.diag(d) + np.diag(e, 1) + np.diag(e, -1)
+    w, Z = _core._tridiagonal_eigh(d, e)
+    scale = max(np.abs(T).max(), 1.0)
+    np.testing.assert_allclose(w, np.linalg.eigvalsh(T), rtol=0, atol=1e-13 * n * scale)
+    assert np.all(np.diff(w) >= 0)
+    np.testing.assert_allclose(Z.T @ Z, np.eye(n), rtol=0, atol=1e-13 * n)
+    np.testing.assert_allclose(Z @ np.diag(w) @ Z.T, T, rtol=0, atol=1e-13 * n * scale)
+    with pytest.raises(ValueError, match="offdiag must have n - 1"):
+        _core._tridiagonal_eigh(d, np.zeros(n))
+    with pytest.raises(ValueError, match="float64"):
+        _core._tridiagonal_eigh(d.astype(np.float32), e)

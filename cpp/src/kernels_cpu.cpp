@@ -11,6 +11,7 @@
 
 #include "jaclab/backend.h"
 #include "jaclab/blas.h"
+#include <lapacke.h>
 #include "jaclab/kernels.h"
 #include "kernel_util.h"
 #include "jaclab/parallel.h"
@@ -849,6 +850,13 @@ void scal(int64_t n, double alpha, double* x) {
   parallel::for_range(n, 4 * kPiece, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i += kPiece) JL_CBLAS(dscal)(static_cast<blasint>(std::min(kPiece, e - i)), alpha, x + i, 1);
   });
+}
+void tridiagonal_eigh(int64_t n, double* d, double* e, double* z) {
+  if (n <= 0) return;
+  const lapack_int info = scipy_LAPACKE_dstev(LAPACK_ROW_MAJOR, 'V', static_cast<lapack_int>(n), d, e, z,
+                                              static_cast<lapack_int>(n));
+  if (info != 0)
+    throw std::runtime_error(str_cat("tridiagonal_eigh: LAPACK dstev failed (info ", info, ") for n = ", n));
 }
 const char* name() {
   static std::string s = std::string("scipy-openblas32 (") + scipy_openblas_get_config() + ", core " +

@@ -159,6 +159,22 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         blas::scal(xv.size(), alpha, xv.mutable_data());
       }, py::arg("alpha"), py::arg("x"));
+  m.def("_tridiagonal_eigh", [vec](const py::array& diag, const py::array& offdiag) {
+        // (eigenvalues ascending (n,), eigenvectors as columns (n, n)) of a symmetric tridiagonal
+        Vec dv = vec(diag, "_tridiagonal_eigh", "diag", false), ev = vec(offdiag, "_tridiagonal_eigh", "offdiag", false);
+        const int64_t n = dv.size();
+        if (ev.size() != std::max<int64_t>(n - 1, 0))
+          throw ValueError(str_cat("_tridiagonal_eigh: offdiag must have n - 1 = ", std::max<int64_t>(n - 1, 0),
+                                   " entries for a diagonal of ", n, ", got ", ev.size()));
+        Vec w(n), z(std::vector<py::ssize_t>{n, n});
+        std::vector<double> e(ev.data(), ev.data() + ev.size());
+        std::copy(dv.data(), dv.data() + n, w.mutable_data());
+        {
+          py::gil_scoped_release release;
+          blas::tridiagonal_eigh(n, w.mutable_data(), e.data(), z.mutable_data());
+        }
+        return py::make_tuple(w, z);
+      }, py::arg("diag"), py::arg("offdiag"));
   // A writable, uninitialised NumPy array on an engine block, for large work arrays of the
   // analyses (a Lanczos basis): the engine's block cache keeps the memory mapped between calls.
   m.def("_workspace", [](const Shape& shape, py::object dtype) {

@@ -878,7 +878,9 @@ def hessian_eigs(loss, params, k: int = 1, method: str = "lanczos", iters: int |
         if not k <= it <= n:
             raise ValueError(f"hessian_eigs: need k <= iters <= n = {n}, got iters={it}")
         T, Q = _lanczos(mv, n, it, np.random.default_rng(seed))
-        evals, S = np.linalg.eigh(T)
+        # T's eigenpairs by LAPACK in jaclab's own single-threaded OpenBLAS: np.linalg.eigh would
+        # wake NumPy's OpenBLAS threads, which then spin ~0.1 s on the cores jaclab's pool uses.
+        evals, S = _core._tridiagonal_eigh(np.ascontiguousarray(np.diag(T)), np.ascontiguousarray(np.diag(T, 1)))
         idx = _select(evals, which, k)
         vals, vecs = evals[idx], None
         if return_vectors:  # Ritz vectors, sum_j S[j, i] q_j (no NumPy BLAS: see _vdot)

@@ -16,4 +16,10 @@ const char* name();  // e.g. "scipy-openblas32 0.3.x (Haswell)"
 double dot(int64_t n, const double* x, const double* y);
 void axpy(int64_t n, double alpha, const double* x, double* y);
 void scal(int64_t n, double alpha, double* x);
+// Eigenvalues and eigenvectors of the symmetric tridiagonal n x n matrix with diagonal d (n) and
+// off-diagonal e (n - 1), by LAPACK's dstev on the calling thread (Lanczos' small T matrix: with
+// NumPy's LAPACK instead, NumPy's OpenBLAS threads would wake and then spin ~0.1 s on the cores
+// the pool needs). On return d holds the eigenvalues, ascending, e is overwritten, and z (n x n,
+// row-major) holds the orthonormal eigenvectors as columns. std::runtime_error if LAPACK fails.
+void tridiagonal_eigh(int64_t n, double* d, double* e, double* z);
 }  // namespace jaclab::blas
