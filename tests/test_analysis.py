@@ -548,3 +548,22 @@ def test_tridiagonal_eigh_matches_numpy(n):
         _core._tridiagonal_eigh(d, np.zeros(n))
     with pytest.raises(ValueError, match="float64"):
         _core._tridiagonal_eigh(d.astype(np.float32), e)
+
+
+@pytest.mark.parametrize("shape", [(16, 40, 40), (5, 10, 30), (4, 30, 10), (3, 1, 7), (0, 4, 4), (2, 0, 3)])
+def test_singular_values_match_numpy(shape):
+    """jacobian_spectrum's batched singular values (LAPACK dgesdd in jaclab's OpenBLAS, samples
+    side by side on the pool) against numpy.linalg.svd; the input is left untouched."""
+    from jaclab import _core
+
+    a = np.random.default_rng(len(shape) + shape[0]).standard_normal(shape)
+    keep = a.copy()
+    s = _core._singular_values(a)
+    want = np.linalg.svd(a, compute_uv=False)
+    assert s.shape == want.shape
+    np.testing.assert_allclose(s, want, rtol=0, atol=1e-13 * max(1.0, float(np.abs(want).max(initial=0.0))))
+    np.testing.assert_array_equal(a, keep)
+    with pytest.raises(ValueError, match="float64"):
+        _core._singular_values(a.astype(np.float32))
+    with pytest.raises(ValueError, match="count, m, n"):
+        _core._singular_values(np.zeros((3, 3)))

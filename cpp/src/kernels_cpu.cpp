@@ -858,6 +858,20 @@ void tridiagonal_eigh(int64_t n, double* d, double* e, double* z) {
   if (info != 0)
     throw std::runtime_error(str_cat("tridiagonal_eigh: LAPACK dstev failed (info ", info, ") for n = ", n));
 }
+void singular_values(int64_t count, int64_t m, int64_t n, double* a, double* s) {
+  const int64_t k = std::min(m, n);
+  if (count <= 0 || k == 0) return;
+  std::atomic<lapack_int> failed{0};
+  kernels::detail::side_by_side(count, [&](int64_t i) {
+    const lapack_int info = scipy_LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'N', static_cast<lapack_int>(m),
+                                                 static_cast<lapack_int>(n), a + i * m * n, static_cast<lapack_int>(n),
+                                                 s + i * k, nullptr, 1, nullptr, 1);
+    if (info != 0) failed.store(info);
+  });
+  if (const lapack_int info = failed.load())
+    throw std::runtime_error(str_cat("singular_values: LAPACK dgesdd failed (info ", info, ") for ", count,
+                                     " matrices of ", m, " x ", n));
+}
 const char* name() {
   static std::string s = std::string("scipy-openblas32 (") + scipy_openblas_get_config() + ", core " +
                          scipy_openblas_get_corename() + ")";

@@ -175,6 +175,22 @@ PYBIND11_MODULE(_core, m) {
         }
         return py::make_tuple(w, z);
       }, py::arg("diag"), py::arg("offdiag"));
+  m.def("_singular_values", [](const py::array& a) {
+        // (count, m, n) float64 -> (count, min(m, n)) singular values, descending
+        using Mats = py::array_t<double, py::array::c_style>;
+        if (!py::isinstance<Mats>(a) || a.ndim() != 3)
+          throw ValueError(str_cat("_singular_values: expected a (count, m, n) float64 array, got dtype ",
+                                   std::string(py::str(a.dtype())), ", ndim ", a.ndim()));
+        const int64_t count = a.shape(0), rows = a.shape(1), cols = a.shape(2);
+        Mats work(std::vector<py::ssize_t>{count, rows, cols});  // dgesdd overwrites its input
+        std::copy(a.cast<Mats>().data(), a.cast<Mats>().data() + count * rows * cols, work.mutable_data());
+        Mats s(std::vector<py::ssize_t>{count, std::min(rows, cols)});
+        {
+          py::gil_scoped_release release;
+          blas::singular_values(count, rows, cols, work.mutable_data(), s.mutable_data());
+        }
+        return s;
+      }, py::arg("a"));
   // A writable, uninitialised NumPy array on an engine block, for large work arrays of the
   // analyses (a Lanczos basis): the engine's block cache keeps the memory mapped between calls.
   m.def("_workspace", [](const Shape& shape, py::object dtype) {

@@ -22,4 +22,9 @@ void scal(int64_t n, double alpha, double* x);
 // the pool needs). On return d holds the eigenvalues, ascending, e is overwritten, and z (n x n,
 // row-major) holds the orthonormal eigenvectors as columns. std::runtime_error if LAPACK fails.
 void tridiagonal_eigh(int64_t n, double* d, double* e, double* z);
+// Singular values (descending) of `count` row-major m x n matrices a + i m n into s + i min(m, n),
+// by LAPACK's dgesdd (values only), the matrices side by side over the pool, each call on one
+// thread (as tridiagonal_eigh, NumPy's LAPACK would leave NumPy's OpenBLAS threads spinning).
+// The matrices are overwritten. std::runtime_error if LAPACK fails.
+void singular_values(int64_t count, int64_t m, int64_t n, double* a, double* s);
 }  // namespace jaclab::blas
