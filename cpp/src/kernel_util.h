@@ -91,10 +91,13 @@ void split_c(const GemmCall<T>& c, F&& block) {
 // Row-major C = alpha op(A) op(B) + beta C over the pool's threads (split_c), each block one
 // single-threaded BLAS call.
 template <class T>
+void gemm(const GemmCall<T>& c) {
+  split_c(c, [&](auto cut) { cut(c).run_serial(); });
+}
+template <class T>
 void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  const GemmCall<T> c{ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, alpha};
-  split_c(c, [&](auto cut) { cut(c).run_serial(); });
+  gemm(GemmCall<T>{ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc, alpha});
 }
 
 // Each row of block `blk` of C (a split_c block of a C whose first element is c0, ldc apart) set
@@ -132,10 +135,7 @@ void gemm_batch_strided(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t M, int64
 template <class T>
 void gemm_pair(const GemmCall<T>& x, const GemmCall<T>& y) {
   const GemmCall<T>* calls[2] = {&x, &y};
-  side_by_side(2, [&](int64_t i) {
-    const GemmCall<T>& c = *calls[i];
-    gemm<T>(c.ta, c.tb, c.M, c.N, c.K, c.alpha, c.A, c.lda, c.B, c.ldb, c.beta, c.C, c.ldc);
-  });
+  side_by_side(2, [&](int64_t i) { gemm(*calls[i]); });
 }
 
 // Whether `count` GEMMs of M x N x K go faster as one batched call than one after another.

@@ -9,9 +9,10 @@
 #include <type_traits>
 #include <vector>
 
+#include <lapacke.h>
+
 #include "jaclab/backend.h"
 #include "jaclab/blas.h"
-#include <lapacke.h>
 #include "jaclab/kernels.h"
 #include "kernel_util.h"
 #include "jaclab/parallel.h"

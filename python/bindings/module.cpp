@@ -181,9 +181,10 @@ PYBIND11_MODULE(_core, m) {
         if (!py::isinstance<Mats>(a) || a.ndim() != 3)
           throw ValueError(str_cat("_singular_values: expected a (count, m, n) float64 array, got dtype ",
                                    std::string(py::str(a.dtype())), ", ndim ", a.ndim()));
-        const int64_t count = a.shape(0), rows = a.shape(1), cols = a.shape(2);
+        const Mats in = a.cast<Mats>();
+        const int64_t count = in.shape(0), rows = in.shape(1), cols = in.shape(2);
         Mats work(std::vector<py::ssize_t>{count, rows, cols});  // dgesdd overwrites its input
-        std::copy(a.cast<Mats>().data(), a.cast<Mats>().data() + count * rows * cols, work.mutable_data());
+        std::copy(in.data(), in.data() + in.size(), work.mutable_data());
         Mats s(std::vector<py::ssize_t>{count, std::min(rows, cols)});
         {
           py::gil_scoped_release release;
